@@ -1,0 +1,50 @@
+"""Errors a user can cause and fix. Each message is one line that says what is
+wrong and what would be right, so the CLI and the API can show it as is."""
+
+from __future__ import annotations
+
+
+class DreamfarmError(Exception):
+    """Base of every error meant for the user (CLI exit 2, API 4xx)."""
+
+    #: which request field the error is about, for API responses
+    field: str | None = None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        if field is not None:
+            self.field = field
+
+
+class UnknownModel(DreamfarmError):
+    field = "model"
+
+
+class UnknownLayer(DreamfarmError):
+    field = "layer"
+
+
+class BadUnit(DreamfarmError):
+    field = "units"
+
+
+class BadPrior(DreamfarmError):
+    field = "prior"
+
+
+class WeightsError(DreamfarmError):
+    """Weights missing, unreadable, or not the expected file."""
+
+    field = "model"
+
+
+class StorageError(DreamfarmError):
+    """A storage back end failed (may be transient)."""
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Collapse a message to one printable line: user input ends up in
+    messages, and must not forge extra log lines or flood a terminal."""
+    flat = " ".join(str(text).split())
+    flat = "".join(ch if ch.isprintable() else "?" for ch in flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,33 @@
+"""The bucket layout, in one place.
+
+    renders/<model>/<layer>/<unit>/<key>.png   the image
+    renders/<model>/<layer>/<unit>/<key>.json  its sidecar, written last: a
+                                               render exists iff this does
+    atlases/<atlas-key>.png + .json            grids and their manifests
+    jobs/<job-id>.json                         finished jobs' records
+"""
+
+from __future__ import annotations
+
+from service.spec import RenderSpec
+from service.storage import check_key
+
+
+def render_prefix(spec: RenderSpec) -> str:
+    return check_key(f"renders/{spec.model}/{spec.layer}/{spec.unit}")
+
+
+def render_png_key(spec: RenderSpec) -> str:
+    return f"{render_prefix(spec)}/{spec.key()}.png"
+
+
+def render_sidecar_key(spec: RenderSpec) -> str:
+    return f"{render_prefix(spec)}/{spec.key()}.json"
+
+
+def atlas_keys(atlas_key: str) -> tuple[str, str]:
+    return check_key(f"atlases/{atlas_key}.png"), check_key(f"atlases/{atlas_key}.json")
+
+
+def job_record_key(job_id: str) -> str:
+    return check_key(f"jobs/{job_id}.json")

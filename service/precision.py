@@ -1,0 +1,86 @@
+"""Choosing the arithmetic for a render: bfloat16 autocast where it is both
+fast and good enough, float32 otherwise.
+
+bf16 input gradients are noisy (cosine ≈ 0.92 to float32), so bf16 must earn
+its place per model and device: `guard_bfloat16` renders a small probe both
+ways and accepts bf16 only if every bf16 render reaches at least 95% of the
+float32 render's final activation and, on a pretrained network, is classified
+as the same top-1 class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+
+from service import engine
+from service.spec import RenderSpec
+
+ACTIVATION_RATIO = 0.95
+
+
+def bfloat16_is_fast(device: torch.device) -> bool:
+    """Whether the device has native bf16 matrix units (else bf16 is slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # AMX or AVX512-BF16: oneDNN runs bf16 convolutions natively.
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+    return False
+
+
+@dataclass(frozen=True)
+class GuardReport:
+    accepted: bool
+    ratios: list[float]
+    same_top1: list[bool] | None
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def guard_bfloat16(
+    net: nn.Module,
+    layer_path: str,
+    specs: Sequence[RenderSpec],
+    *,
+    device: torch.device,
+    pretrained: bool,
+    channels_last: bool = False,
+) -> GuardReport:
+    """Render `specs` in float32 and in bf16 and compare (see module doc)."""
+    f32 = engine.render(net, layer_path, specs, precision="float32", device=device, channels_last=channels_last)
+    b16 = engine.render(net, layer_path, specs, precision="bfloat16", device=device, channels_last=channels_last)
+    ratios = [float(b / f) if f > 0 else 0.0 for b, f in zip(b16.activation, f32.activation)]
+    same: list[bool] | None = None
+    if pretrained:
+        with torch.no_grad():
+            top_f = net(f32.images.to(device)).argmax(1).cpu()
+            top_b = net(b16.images.to(device)).argmax(1).cpu()
+        same = [bool(a == b) for a, b in zip(top_f, top_b)]
+    ok_ratio = all(r >= ACTIVATION_RATIO for r in ratios)
+    ok_top1 = same is None or all(same)
+    reason = (
+        "bf16 activations within 95% of float32" + (" and same top-1" if same is not None else "")
+        if ok_ratio and ok_top1
+        else f"bf16 fell short: activation ratios {[round(r, 3) for r in ratios]}, same top-1 {same}"
+    )
+    return GuardReport(ok_ratio and ok_top1, ratios, same, reason)
+
+
+def resolve(requested: str, device: torch.device, guard: GuardReport | None) -> str:
+    """The precision to run: an explicit request wins; 'auto' is bf16 only on
+    a device with fast bf16 and a passed guard."""
+    if requested != "auto":
+        return requested
+    if guard is not None and guard.accepted and bfloat16_is_fast(device):
+        return "bfloat16"
+    return "float32"

