@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     device: str | None = None
     torch_home: str | None = None
     weights_dir: str | None = None
-    # Celery redelivers an unacked batch after this long; must exceed the
-    # longest batch (a 1000-step VGG16 batch of 64 on one GPU is minutes).
-    visibility_timeout_s: int = Field(3600, ge=10)
+    # A running batch's lease: its worker renews it every lease_renew_s; a
+    # batch whose lease is older than lease_timeout_s (its worker died) goes
+    # back to the queue. Batches may run far longer than this while renewed.
+    lease_timeout_s: int = Field(45, ge=5)
+    lease_renew_s: float = Field(10.0, gt=0)

@@ -17,6 +17,11 @@ def render_prefix(spec: RenderSpec) -> str:
     return check_key(f"renders/{spec.model}/{spec.layer}/{spec.unit}")
 
 
+def layer_prefix(spec: RenderSpec) -> str:
+    """Everything rendered for one model and layer (all units, all recipes)."""
+    return check_key(f"renders/{spec.model}/{spec.layer}") + "/"
+
+
 def render_png_key(spec: RenderSpec) -> str:
     return f"{render_prefix(spec)}/{spec.key()}.png"
 

@@ -3,9 +3,16 @@ fast and good enough, float32 otherwise.
 
 bf16 input gradients are noisy (cosine ≈ 0.92 to float32), so bf16 must earn
 its place per model and device: `guard_bfloat16` renders a small probe both
-ways and accepts bf16 only if every bf16 render reaches at least 95% of the
-float32 render's final activation and, on a pretrained network, is classified
-as the same top-1 class.
+ways and accepts bf16 only if the bf16 renders reach at least 95% of the
+float32 renders' activation and, on a pretrained network, each is classified
+as the same top-1 class as its float32 twin.
+
+"Activation" is measured as the gain over the shared starting noise, averaged
+over the probe: the lecture's loop is chaotic in its first steps (two float32
+runs that differ only in rounding end a short render ±30% apart on single
+units), so a per-unit ratio of raw activations would judge the noise, not bf16;
+and a random-weights network's raw logits sit near zero, where a ratio means
+nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ def bfloat16_is_fast(device: torch.device) -> bool:
 @dataclass(frozen=True)
 class GuardReport:
     accepted: bool
+    mean_ratio: float
     ratios: list[float]
     same_top1: list[bool] | None
     reason: str
@@ -59,21 +67,26 @@ def guard_bfloat16(
     """Render `specs` in float32 and in bf16 and compare (see module doc)."""
     f32 = engine.render(net, layer_path, specs, precision="float32", device=device, channels_last=channels_last)
     b16 = engine.render(net, layer_path, specs, precision="bfloat16", device=device, channels_last=channels_last)
-    ratios = [float(b / f) if f > 0 else 0.0 for b, f in zip(b16.activation, f32.activation)]
+    start = f32.trace[0].activation if f32.trace else [0.0] * len(specs)
+    gains_f = [float(f) - a0 for f, a0 in zip(f32.activation, start)]
+    gains_b = [float(b) - a0 for b, a0 in zip(b16.activation, start)]
+    ratios = [b / f if f > 0 else 0.0 for b, f in zip(gains_b, gains_f)]
+    mean_ratio = sum(gains_b) / sum(gains_f) if sum(gains_f) > 0 else 0.0
     same: list[bool] | None = None
     if pretrained:
         with torch.no_grad():
             top_f = net(f32.images.to(device)).argmax(1).cpu()
             top_b = net(b16.images.to(device)).argmax(1).cpu()
         same = [bool(a == b) for a, b in zip(top_f, top_b)]
-    ok_ratio = all(r >= ACTIVATION_RATIO for r in ratios)
+    ok_ratio = mean_ratio >= ACTIVATION_RATIO
     ok_top1 = same is None or all(same)
     reason = (
-        "bf16 activations within 95% of float32" + (" and same top-1" if same is not None else "")
+        f"bf16 reached {mean_ratio:.0%} of float32's activation gain" + (" with the same top-1" if same else "")
         if ok_ratio and ok_top1
-        else f"bf16 fell short: activation ratios {[round(r, 3) for r in ratios]}, same top-1 {same}"
+        else f"bf16 fell short: {mean_ratio:.0%} of float32's activation gain (per unit "
+        f"{[round(r, 2) for r in ratios]}), same top-1 {same}"
     )
-    return GuardReport(ok_ratio and ok_top1, ratios, same, reason)
+    return GuardReport(ok_ratio and ok_top1, mean_ratio, ratios, same, reason)
 
 
 def resolve(requested: str, device: torch.device, guard: GuardReport | None) -> str:

@@ -1,0 +1,96 @@
+"""Response bodies of the HTTP API (request bodies are `service.jobs.JobRequest`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    field: str | None = None
+
+
+class ModelSummary(BaseModel):
+    name: str
+    family: str
+    description: str
+    input_size: int
+    bundled: bool
+
+
+class LayerOut(BaseModel):
+    path: str
+    aliases: list[str]
+    type: str
+    kinds: list[str]
+    units: int
+    shape: list[int]
+
+
+class ModelDetail(ModelSummary):
+    layers: list[LayerOut]
+    classes: list[str]
+
+
+class JobAccepted(BaseModel):
+    id: str
+    units: int
+    cached: int
+    enqueued_batches: int
+    status_url: str
+
+
+class Totals(BaseModel):
+    units: int
+    cached: int
+    done: int
+    failed: int
+    pending: int
+    batches: int
+
+
+class Failure(BaseModel):
+    key: str
+    error: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: str
+    model: str
+    layer: str
+    title: str | None
+    totals: Totals
+    progress: float
+    failures: list[Failure]
+    atlas_key: str | None
+    atlas_url: str | None
+    atlas_manifest_url: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    request: dict[str, Any]
+
+
+class RenderItem(BaseModel):
+    key: str
+    unit: int
+    label: str | None
+    caption: str
+    state: str
+    error: str | None
+    png: str
+    sidecar: str
+    png_url: str | None
+    sidecar_url: str | None
+
+
+class RenderPage(BaseModel):
+    job_id: str
+    offset: int
+    limit: int
+    total: int
+    next_offset: int | None
+    items: list[RenderItem]

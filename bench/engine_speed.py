@@ -1,0 +1,184 @@
+"""Engine vs the lecture's loop, same machine, same process, same work.
+
+For each case it times the lecture's loop transcribed literally (one unit
+after another, batch 1, weights requiring grad, float32, the literal prior)
+and the engine at its best settings for the device (batched, frozen weights,
+truncated forward, channels-last, fast prior, bf16 where the quality guard
+passes), and prints image-steps per second for both and their ratio.
+
+    python bench/engine_speed.py                 # CPU (or the GPU if visible)
+    python bench/engine_speed.py --device cuda --batch 64 --write docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from service import engine, precision
+from service.reference import lecture_render
+from service.renderer import device_name
+from service.spec import RenderSpec
+from service.zoo import Registry, load_network
+
+
+@dataclass
+class CaseResult:
+    case: str
+    literal_img_steps_per_s: float
+    engine_img_steps_per_s: float
+    ratio: float
+    batch: int
+    precision: str
+    guard: str
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_case(
+    name: str, model: str, layer_alias: str, kind: str, units: list[int], *, device: torch.device, batch: int,
+    literal_units: int, literal_steps: int, engine_steps: int, random_weights: bool, force_precision: str | None,
+) -> CaseResult:  # fmt: skip
+    registry = Registry()
+    entry = registry.get(model)
+    from service.zoo import Architecture
+
+    layer = Architecture(entry).layer(layer_alias)
+    size = entry.input_size
+    specs = [
+        RenderSpec(model=model, layer=layer.path, kind=kind, unit=u, steps=engine_steps, size=size,
+                   random_weights=random_weights)  # type: ignore[arg-type]
+        for u in (units * ((batch // len(units)) + 1))[:batch]
+    ]  # fmt: skip
+
+    # --- the lecture's loop, literally --------------------------------------
+    lecture_net = load_network(entry, random_weights=random_weights, device=device)
+    lecture_net.requires_grad_(True)
+    from service.objectives import LayerProbe
+
+    probe = LayerProbe(lecture_net, layer.path)  # the lecture reads a conv layer through a hook too
+
+    def unit_value(u: int):  # type: ignore[no-untyped-def]
+        if kind == "channel":
+            return lambda x: probe(x)[0, u].sum()
+        return lambda x: lecture_net(x)[0, u]
+
+    x0 = engine.initial_noise(specs[:1]).to(device)
+    lecture_render(unit_value(units[0]), x0, steps=1)  # warm-up
+    _sync(device)
+    t = time.perf_counter()
+    for u in units[:literal_units]:
+        lecture_render(unit_value(u), x0, steps=literal_steps)
+    _sync(device)
+    literal = literal_units * literal_steps / (time.perf_counter() - t)
+    del lecture_net
+
+    # --- the engine ---------------------------------------------------------
+    net = load_network(entry, random_weights=random_weights, device=device).to(memory_format=torch.channels_last)
+    guard_note = "not run"
+    if force_precision:
+        prec = force_precision
+    elif precision.bfloat16_is_fast(device):
+        probe_specs = [s.model_copy(update={"steps": 48, "size": min(size, 128)}) for s in specs[:4]]
+        report = precision.guard_bfloat16(net, layer.path, probe_specs, device=device,
+                                          pretrained=not random_weights, channels_last=True)  # fmt: skip
+        prec = "bfloat16" if report.accepted else "float32"
+        guard_note = ("passed" if report.accepted else "failed") + f" ({report.mean_ratio:.0%} of f32 gain)"
+    else:
+        prec = "float32"
+        guard_note = "device has no fast bf16"
+    warm = [s.model_copy(update={"steps": 2}) for s in specs]
+    engine.render(net, layer.path, warm, precision=prec, device=device, channels_last=True)
+    res = engine.render(net, layer.path, specs, precision=prec, device=device, channels_last=True, trace_every=0)
+    eng = len(specs) * engine_steps / res.timings["optimize_s"]
+    return CaseResult(name, literal, eng, eng / literal, len(specs), prec, guard_note)
+
+
+CASES = {
+    "vgg16-logits": ("vgg16", "logits", "logit", [700, 258, 118, 327], True),
+    "vgg16-conv4": ("vgg16", "conv4", "channel", [0, 1, 2, 3], True),
+    "efficientnet_lite0-logits": ("efficientnet_lite0", "logits", "logit", [258, 700, 121, 604], False),
+}
+
+
+def machine(device: torch.device) -> str:
+    name = device_name(device)
+    if device.type == "cpu":
+        return f"{name}, {torch.get_num_threads()} threads"
+    return name
+
+
+def to_markdown(results: list[CaseResult], device: torch.device, cmd: str) -> str:
+    lines = [
+        f"### Engine vs literal lecture loop — {machine(device)}",
+        "",
+        f"torch {torch.__version__}, Python {platform.python_version()}; measured "
+        f"{time.strftime('%Y-%m-%d')} with `{cmd}`",
+        "",
+        "| case | literal img-steps/s | engine img-steps/s | speed-up | engine batch | precision | bf16 guard |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.case} | {r.literal_img_steps_per_s:.2f} | {r.engine_img_steps_per_s:.2f} | **{r.ratio:.1f}×** "
+            f"| {r.batch} | {r.precision} | {r.guard} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, key: str, body: str) -> None:
+    """Replace (or append) the section between this key's markers."""
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body}{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=None, help="engine batch (default 16 on CPU, 64 on GPU)")
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--literal-units", type=int, default=2)
+    p.add_argument("--literal-steps", type=int, default=None)
+    p.add_argument("--engine-steps", type=int, default=None)
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default=None, help="skip the guard")
+    p.add_argument("--write", type=Path, default=None, help="update this markdown file's section")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    batch = args.batch or (64 if gpu else 16)
+    lit_steps = args.literal_steps or (20 if gpu else 3)
+    eng_steps = args.engine_steps or (20 if gpu else 4)
+    results = []
+    for case in args.cases:
+        model, layer, kind, units, rnd = CASES[case]
+        r = run_case(case, model, layer, kind, units, device=device, batch=batch, literal_units=args.literal_units,
+                     literal_steps=lit_steps, engine_steps=eng_steps, random_weights=rnd,
+                     force_precision=args.precision)  # fmt: skip
+        print(json.dumps(asdict(r)), flush=True)
+        results.append(r)
+    cmd = "python bench/engine_speed.py --device " + args.device + (f" --batch {args.batch}" if args.batch else "")
+    md = to_markdown(results, device, cmd)
+    print(md)
+    if args.write:
+        write_section(args.write, f"engine-{device.type}", md)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real console entry point, in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=600,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_render_writes_pngs_sidecars_and_an_atlas(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = _run("render", "--model", "efficientnet_lite0", "--layer", "logits", "--unit", "Samoyed",
+             "--unit", "700", "--steps", "3", "--size", "64", "--out", str(out), "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    sidecars = sorted(out.glob("renders/efficientnet_lite0/_fc/*/*.json"))
+    assert [p.parent.name for p in sidecars] == ["258", "700"]
+    for side in sidecars:
+        meta = json.loads(side.read_text())
+        assert meta["key"] == side.stem
+        assert (out / meta["png"]).is_file()
+        assert meta["spec"]["steps"] == 3 and meta["spec"]["layer"] == "_fc"
+        assert meta["label"] in ("Samoyed", "paper towel")
+        assert meta["trace"] and {"activation", "prior", "objective", "step"} <= set(meta["trace"][0])
+        assert {"torch", "torchvision", "python", "dreamfarm"} <= set(meta["versions"])
+        assert meta["precision"] in ("float32", "bfloat16") and meta["random_weights"] is False
+    manifest = json.loads((out / "atlas.json").read_text())
+    assert [t["caption"] for t in manifest["tiles"]] == ["Samoyed", "paper towel"]
+    assert {t["render_key"] for t in manifest["tiles"]} == {p.stem for p in sidecars}
+    assert (out / "atlas.png").stat().st_size > 1000
+    assert "%" in r.stderr  # the progress bar
+
+    # Rendering the same units again renders nothing.
+    again = _run("render", "--model", "efficientnet_lite0", "--layer", "logits", "--unit", "Samoyed",
+                 "--unit", "700", "--steps", "3", "--size", "64", "--out", str(out), "--device", "cpu")  # fmt: skip
+    assert again.returncode == 0 and "2 already rendered" in again.stderr
+
+
+def test_units_range_channels_and_random_weights(tmp_path: Path) -> None:
+    code = main(["render", "--model", "alexnet", "--layer", "conv2", "--units", "0-2", "--steps", "2", "--size", "64",
+                 "--random-weights", "--out", str(tmp_path), "--quiet", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    metas = [json.loads(p.read_text()) for p in tmp_path.glob("renders/alexnet/features.3/*/*.json")]
+    assert sorted(m["spec"]["unit"] for m in metas) == [0, 1, 2]
+    assert all(m["random_weights"] and m["spec"]["kind"] == "channel" for m in metas)
+
+
+def test_models_lists_zoo_and_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    assert "efficientnet_lite0" in capsys.readouterr().out
+    assert main(["models", "vgg16"]) == 0
+    out = capsys.readouterr().out
+    assert "conv13" in out and "features.28" in out and "logits" in out
+
+
+ERRORS = [
+    (["--model", "vgg17", "--layer", "logits", "--unit", "1"], "unknown model 'vgg17'"),
+    (["--model", "vgg16", "--layer", "conv14", "--unit", "1", "--random-weights"], "valid layers: conv1"),
+    (["--model", "vgg16", "--layer", "logits", "--unit", "1000", "--random-weights"], "valid units are 0-999"),
+    (["--model", "vgg16", "--layer", "logits", "--unit", "1", "--prior", "blur"], "unknown prior 'blur'"),
+    (["--model", "vgg16", "--layer", "logits", "--unit", "1", "--steps", "0"], "steps"),
+    (["--model", "vgg16", "--layer", "logits", "--unit", "1", "--lr", "nan"], "lr"),
+    (["--model", "vgg16", "--layer", "logits", "--unit", "1"], "vgg16-397923af.pth"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), ERRORS)
+def test_errors_are_one_line_and_exit_nonzero(
+    args: list[str], message: str, tmp_path: Path, empty_torch_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["render", *args, "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.startswith("dreamfarm: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err

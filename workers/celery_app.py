@@ -1,0 +1,60 @@
+"""The Celery app, configured for long GPU batches.
+
+- late acks + reject on worker lost: a batch is acknowledged only after its
+  results are uploaded; a worker that dies mid-batch leaves it unacked.
+- prefetch 1: a worker holds one batch at a time, so a busy worker never sits
+  on a queue of batches another GPU could be rendering.
+- a short visibility timeout with a lease: while a batch runs, its worker
+  renews the message's delivery timestamp (`workers.lease`), so a live worker
+  keeps its batch however long it takes, and a dead worker's batch is
+  restored to the queue by any other worker within about a minute.
+- JSON only: no pickle from the broker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from service.config import Settings
+
+QUEUE = "render"
+RENDER_TASK = "dreamfarm.render_batch"
+ATLAS_TASK = "dreamfarm.build_atlas"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    s = settings or Settings()
+    app = Celery("dreamfarm", broker=s.redis_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        task_default_queue=QUEUE,
+        task_queues=[Queue(QUEUE, routing_key=QUEUE)],
+        task_routes={RENDER_TASK: {"queue": QUEUE}, ATLAS_TASK: {"queue": QUEUE}},
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": s.lease_timeout_s,
+            # Look for expired leases every few seconds, and scan every time.
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 30,
+            "socket_connect_timeout": 5,
+            "retry_on_timeout": True,
+            "health_check_interval": 30,
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+app = make_celery()
