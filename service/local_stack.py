@@ -198,7 +198,28 @@ class _Server:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and not self._exited()
+
+    def _exited(self) -> bool:
+        """Whether the server process has exited. It is left a zombie (not
+        reaped) until _finish(), so its pid, which is also its process group
+        id, cannot be reused meanwhile and killpg never hits a stranger."""
+        assert self._proc is not None
+        if self._proc.returncode is not None:
+            return True
+        try:
+            info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True
+        return info is not None
+
+    def _wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._exited():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def start(self, timeout: float = 10) -> Self:
         """Spawn the server and return only once it serves requests, so the
@@ -223,8 +244,9 @@ class _Server:
         deadline = time.monotonic() + timeout
         try:
             while True:
-                code = self._proc.poll()
-                if code is not None:
+                if self._exited():
+                    self._finish()
+                    code = self._proc.returncode
                     raise LocalStackError(f"{self.name} exited with code {code} while starting; log: {_tail(log)}")
                 if self._ready() and _listens(self._proc.pid, self.port) is not False:
                     break
@@ -239,6 +261,8 @@ class _Server:
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self._proc is not None
+        if self._proc.returncode is not None:
+            return  # reaped: the group id may belong to someone else now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
 
@@ -247,13 +271,10 @@ class _Server:
         volumes); SIGKILL only if it hangs."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
+        if not self._exited():
             self._signal_group(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+            if not self._wait_exit(timeout):
                 self._signal_group(signal.SIGKILL)
-                self._proc.wait()
         self._finish()
 
     def kill(self) -> None:
@@ -261,13 +282,14 @@ class _Server:
         if self._proc is None:
             return
         self._signal_group(signal.SIGKILL)
-        self._proc.wait()
         self._finish()
 
     def _finish(self) -> None:
-        # Strays that left the main process (none expected) die with the group.
-        if self._proc is not None:
-            self._signal_group(signal.SIGKILL)
+        assert self._proc is not None
+        # Children the server forked (Redis's AOF-rewrite child) die with the
+        # group, while the zombie leader still holds the group id; then reap.
+        self._signal_group(signal.SIGKILL)
+        self._proc.wait()
         with _live_lock:
             _live.discard(self)
 
@@ -378,6 +400,11 @@ class SeaweedS3(_Server):
         self.access_key = access_key
         self.secret_key = secret_key if secret_key is not None else secrets.token_urlsafe(24)
         self.binary = binary or find_weed()
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every port this instance listens on, by weed flag name."""
+        return {"s3.port": self.port, **self._ports}
 
     @property
     def endpoint_url(self) -> str:

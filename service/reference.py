@@ -50,7 +50,7 @@ def lecture_render(
     it, with its weights requiring grad as in the lecture). `x0` is the starting
     noise, shape (1, 3, H, W). Returns the optimized image.
     """
-    h = prior if prior is not None else MultiScaleEdgeEnergy()
+    h = (prior if prior is not None else MultiScaleEdgeEnergy()).to(x0.device)
     x = x0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=lr)
     for _ in range(steps):

@@ -129,18 +129,24 @@ class S3Store:
         )
         # A session per store: boto3's default session is not thread-safe to
         # build clients from, and clients (thread-safe) are reused per store.
-        session = boto3.session.Session(
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=region,
-        )
-        self._client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=access_key_id,
+                aws_secret_access_key=secret_access_key,
+                region_name=region,
+            )
+            self._client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+        except (BotoCoreError, ValueError) as e:  # botocore says "Invalid endpoint" with a ValueError
+            raise StorageError(
+                one_line(f"S3 client for bucket {bucket!r} at {endpoint_url!r}, region {region!r}: {e}")
+            ) from e
         if create_bucket:
             self.ensure_bucket()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Store:
-        """The store the deployment's DREAMFARM_S3_* settings describe."""
+        """The store the deployment's DREAMFARM_S3_* settings describe (this
+        creates the bucket when s3_create_bucket is set, its default)."""
         key_id = settings.s3_access_key_id
         secret = settings.s3_secret_access_key
         return cls(
@@ -186,7 +192,7 @@ class S3Store:
             resp = self._client.get_object(Bucket=self.bucket, Key=key)
             body: bytes = resp["Body"].read()
         except ClientError as e:
-            if _is_not_found(e):
+            if _is_not_found(e) and _code(e) != "NoSuchBucket":
                 raise StorageError(f"no object {key!r} in bucket {self.bucket!r}") from e
             self._fail("get", key, e)
         except BotoCoreError as e:
@@ -195,7 +201,8 @@ class S3Store:
 
     def exists(self, key: str) -> bool:
         """Only a 404 means absent: any other failure raises, so an outage
-        is never taken for "not rendered yet" (and re-rendered)."""
+        is never taken for "not rendered yet" (and re-rendered). A HEAD has no
+        error body, so a missing bucket also reads as absent: ping() at start-up."""
         check_key(key)
         try:
             self._client.head_object(Bucket=self.bucket, Key=key)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,8 +115,8 @@ def test_seaweed_fixture(seaweed: SeaweedS3) -> None:
 
 def test_seaweed_parallel_instances_and_restart(tmp_path: Path, seaweed: SeaweedS3) -> None:
     other = SeaweedS3(data_dir=tmp_path / "weed", access_key="other", secret_key="other-secret")
-    ours = {other.port, *other._ports.values()}
-    theirs = {seaweed.port, *seaweed._ports.values()}
+    ours = set(other.ports.values())
+    theirs = set(seaweed.ports.values())
     assert len(ours) == 10 and not ours & theirs
     with other:
         client = other.client()
@@ -138,14 +140,11 @@ def test_seaweed_parallel_instances_and_restart(tmp_path: Path, seaweed: Seaweed
 
     with other:  # same data dir, same port
         assert other.client().get_object(Bucket="persist", Key="k.txt")["Body"].read() == b"kept"
-    assert not list(Path("/tmp").glob(f"seaweedfs-*-grpc-{other._ports['master.port.grpc']}.sock"))
+    assert not list(Path("/tmp").glob(f"seaweedfs-*-grpc-{other.ports['master.port.grpc']}.sock"))
 
 
 def test_servers_die_with_the_interpreter(tmp_path: Path) -> None:
     """A forgotten stop() (a crashed test run) must not leave servers behind."""
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "from service.local_stack import RedisServer\n"

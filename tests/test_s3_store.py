@@ -195,6 +195,15 @@ def test_ensure_bucket_and_ping(seaweed: SeaweedS3) -> None:
     assert store.get("a.png") == b"x"
 
 
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"endpoint_url": "not a url"}, "Invalid endpoint"), ({"region": "bad region!"}, "region")],
+)
+def test_bad_client_settings_are_storage_errors(options: dict[str, str], match: str) -> None:
+    with pytest.raises(StorageError, match=match):
+        S3Store("bucket", **options)  # type: ignore[arg-type]
+
+
 def test_from_settings(seaweed: SeaweedS3) -> None:
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     settings = Settings(
