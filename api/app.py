@@ -1,8 +1,7 @@
-"""The HTTP API (FastAPI), versioned under /v1. A thin shell: validation and
+"""The HTTP API (FastAPI), versioned under /v1. (No `from __future__ import
+annotations` here: FastAPI reads the route signatures, closures included.) A thin shell: validation and
 planning are `service.jobs`, records are `service.jobs.JobStore`, results are
 in the bucket (`service.s3`), work goes to Celery (`workers.celery_app`)."""
-
-from __future__ import annotations
 
 import hmac
 import logging
@@ -156,13 +155,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         problems = {}
         try:
             s.jobs.ping()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems["redis"] = one_line(str(exc), 200)
         try:
             ping = getattr(s.store, "ping", None)
             if ping is not None:
                 ping()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems["bucket"] = one_line(str(exc), 200)
         if problems:
             return JSONResponse({"status": "unavailable", "detail": problems}, status_code=503)
@@ -180,7 +179,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     @app.get("/v1/models/{name}", response_model=ModelDetail, tags=["models"], responses={404: {"model": ErrorBody}})
     def get_model(name: str, s: Svc, _t: Annotated[str, Depends(reader)]) -> ModelDetail:
         if name not in s.registry.names():
-            raise HTTPException(404, one_line(f"unknown model {name[:64]!r}; valid models: {', '.join(s.registry.names())}"))
+            raise HTTPException(
+                404, one_line(f"unknown model {name[:64]!r}; valid models: {', '.join(s.registry.names())}")
+            )
         arch = s.architecture(name, None)
         e = arch.entry
         layers = [LayerOut(path=x.path, aliases=list(x.aliases), type=x.module_type, kinds=list(x.kinds),
@@ -216,8 +217,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         atlas_url = manifest_url = None
         if summary["atlas_key"]:
             png, man = layout.atlas_keys(summary["atlas_key"])
-            atlas_url, manifest_url = s.store.url(png, settings.presign_expires_s), s.store.url(man,
-                                                                                               settings.presign_expires_s)
+            atlas_url, manifest_url = (
+                s.store.url(png, settings.presign_expires_s),
+                s.store.url(man, settings.presign_expires_s),
+            )
         return JobStatus(**summary, atlas_url=atlas_url, atlas_manifest_url=manifest_url)
 
     @app.get("/v1/jobs/{job_id}/renders", response_model=RenderPage, tags=["jobs"],
@@ -232,8 +235,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         items = []
         for u in s.jobs.units(job_id, keys):
             ready = u["state"] in ("done", "cached")
-            items.append({**u, "png_url": s.store.url(u["png"], settings.presign_expires_s) if ready else None,
-                          "sidecar_url": s.store.url(u["sidecar"], settings.presign_expires_s) if ready else None})
+            items.append(
+                {
+                    **u,
+                    "png_url": s.store.url(u["png"], settings.presign_expires_s) if ready else None,
+                    "sidecar_url": s.store.url(u["sidecar"], settings.presign_expires_s) if ready else None,
+                }
+            )
         nxt = offset + limit if offset + limit < total else None
         return RenderPage(job_id=job_id, offset=offset, limit=limit, total=total, next_offset=nxt, items=items)
 
@@ -276,4 +284,3 @@ def _enqueue(s: Services, job_id: str, groups: list[list[RenderSpec]], labels: d
                 kwargs={"job_id": job_id, "batch_id": batch_id, "specs": [x.model_dump(mode="json") for x in group],
                         "labels": [labels.get(x.key()) for x in group]},
             )  # fmt: skip
-

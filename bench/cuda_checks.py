@@ -31,7 +31,7 @@ def check(name: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
             ok = True
         except AssertionError as exc:
             ok, detail = False, f"FAILED: {exc}"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             ok, detail = False, f"ERROR: {type(exc).__name__}: {exc}"
         results.append((name, ok, f"{detail} ({time.perf_counter() - t:.1f}s)"))
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)

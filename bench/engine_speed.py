@@ -81,7 +81,6 @@ def run_case(
         lecture_render(unit_value(u), x0, steps=literal_steps)
     _sync(device)
     literal = literal_units * literal_steps / (time.perf_counter() - t)
-    del lecture_net
 
     # --- the engine ---------------------------------------------------------
     net = load_network(entry, random_weights=random_weights, device=device).to(memory_format=torch.channels_last)

@@ -140,7 +140,7 @@ def render(
         h = prior(x)
         # Each image's loss depends on its own pixels only, so the gradient of
         # the sum is each image's own gradient.
-        (h - act).sum().backward()
+        (h - act).sum().backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         if trace_every and (step % trace_every == 0 or step == steps - 1):
             trace.append(TracePoint(step, act.detach().float().cpu().tolist(), h.detach().float().cpu().tolist()))

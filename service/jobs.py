@@ -201,14 +201,14 @@ class JobStore:
             for u in p.units
         }  # fmt: skip
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(self._k(p.job_id), mapping={
+        pipe.hset(self._k(p.job_id), mapping={  # type: ignore[arg-type]
             "id": p.job_id, "state": "queued", "model": p.request.model, "layer": p.units[0].spec.layer,
             "request": p.request.model_dump_json(), "total": len(p.units), "cached": len(p.cached),
             "batches": len(p.batches), "created_at": now, "updated_at": now, "tenant": tenant,
             "title": p.request.title or "",
         })  # fmt: skip
         pipe.rpush(self._k(p.job_id, "order"), *[u.spec.key() for u in p.units])
-        pipe.hset(self._k(p.job_id, "units"), mapping=units)
+        pipe.hset(self._k(p.job_id, "units"), mapping=units)  # type: ignore[arg-type]
         if p.cached:
             pipe.sadd(self._k(p.job_id, "cached"), *p.cached)
         pipe.zadd(f"{PREFIX}:jobs", {p.job_id: float(now)})
@@ -243,7 +243,7 @@ class JobStore:
         return True
 
     def set_fields(self, job_id: str, **fields: str) -> None:
-        self.r.hset(self._k(job_id), mapping=fields)
+        self.r.hset(self._k(job_id), mapping=fields)  # type: ignore[arg-type]
 
     def order(self, job_id: str, start: int = 0, stop: int = -1) -> list[str]:
         return self.r.lrange(self._k(job_id, "order"), start, stop)  # type: ignore[return-value]
@@ -272,7 +272,7 @@ class JobStore:
         failures = self.r.hgetall(self._k(job_id, "failed"))
         partial = 0.0
         for v in self.r.hvals(self._k(job_id, "progress")):  # type: ignore[union-attr]
-            n, frac = v.split(":")
+            n, frac = str(v).split(":")
             partial += int(n) * float(frac)
         finished = done + cached + len(failures)  # type: ignore[arg-type]
         progress = 1.0 if job["state"] in ("done", "done_with_failures") else min(1.0, (finished + partial) / total)

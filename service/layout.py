@@ -1,10 +1,10 @@
 """The bucket layout, in one place.
 
-    renders/<model>/<layer>/<unit>/<key>.png   the image
-    renders/<model>/<layer>/<unit>/<key>.json  its sidecar, written last: a
-                                               render exists iff this does
-    atlases/<atlas-key>.png + .json            grids and their manifests
-    jobs/<job-id>.json                         finished jobs' records
+renders/<model>/<layer>/<unit>/<key>.png   the image
+renders/<model>/<layer>/<unit>/<key>.json  its sidecar, written last: a
+                                           render exists iff this does
+atlases/<atlas-key>.png + .json            grids and their manifests
+jobs/<job-id>.json                         finished jobs' records
 """
 
 from __future__ import annotations

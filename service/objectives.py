@@ -42,7 +42,7 @@ class LayerProbe:
             return reached.output
         finally:
             handle.remove()
-        return out  # pragma: no cover - the hook always fires
+        return torch.as_tensor(out)  # pragma: no cover - the hook always fires
 
 
 class UnitSelector:

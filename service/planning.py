@@ -130,7 +130,7 @@ def batches(specs: Sequence[RenderSpec], batch_size: int) -> list[list[RenderSpe
     groups: dict[str, list[RenderSpec]] = {}
     for s in specs:
         groups.setdefault(s.batch_key(), []).append(s)
-    out = []
+    out: list[list[RenderSpec]] = []
     for group in groups.values():
         out.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
     return out

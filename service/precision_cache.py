@@ -21,7 +21,9 @@ def _key(model: str, layer: str, device_name: str, random_weights: bool) -> str:
     return f"{model}|{layer}|{device_name}|{torch.__version__}|{'random' if random_weights else 'pretrained'}"
 
 
-def load(model: str, layer: str, device_name: str, random_weights: bool, path: Path | None = None) -> GuardReport | None:
+def load(
+    model: str, layer: str, device_name: str, random_weights: bool, path: Path | None = None
+) -> GuardReport | None:
     p = path or cache_path()
     try:
         data = json.loads(p.read_text())

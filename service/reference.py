@@ -27,7 +27,7 @@ class MultiScaleEdgeEnergy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         energy = x.new_zeros(())
-        kernel = self.kernel.to(x.dtype)
+        kernel = self.get_buffer("kernel").to(x.dtype)
         for c in range(x.shape[1]):
             u = x[:, c : c + 1]
             while min(u.shape[-2], u.shape[-1]) > 5:

@@ -11,7 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 import torchvision
@@ -19,6 +19,7 @@ import torchvision
 from service import engine, layout, precision
 from service.engine import BatchResult
 from service.images import png_bytes
+from service.precision import GuardReport
 from service.spec import RenderSpec, canonical_json
 from service.storage import Store
 from service.zoo import Architecture, ModelEntry, WeightsConfig, load_network
@@ -44,9 +45,10 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -67,7 +69,7 @@ class Renderer:
     random_weights: bool = False
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     precision: str = "auto"
-    guard_report: precision.GuardReport | None = None
+    guard_report: GuardReport | None = None
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
@@ -85,7 +87,7 @@ class Renderer:
             self._archs[s] = Architecture(self.entry, s)
         return self._archs[s]
 
-    def run_guard(self, specs: Sequence[RenderSpec]) -> precision.GuardReport:
+    def run_guard(self, specs: Sequence[RenderSpec]) -> GuardReport:
         self.guard_report = precision.guard_bfloat16(
             self.net, specs[0].layer, specs, device=self.device, pretrained=not self.random_weights,
             channels_last=self.channels_last,
@@ -116,9 +118,12 @@ class Renderer:
             "device": result.device,
             "device_name": device_name(self.device),
             "batch_size": len(result.images),
-            "timings": {"batch_seconds": round(result.seconds, 4), **{k: round(v, 4) for k, v in result.timings.items()}},
+            "timings": {
+                "batch_seconds": round(result.seconds, 4),
+                **{k: round(v, 4) for k, v in result.timings.items()},
+            },
             "versions": versions(),
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     def store_result(

@@ -120,8 +120,7 @@ class RenderSpec(Recipe):
         whatever the step count or prior: renders stay comparable.
         """
         ident = canonical_json(
-            {"seed": self.seed, "unit": self.unit, "position": self.position, "model": self.model,
-             "layer": self.layer}
+            {"seed": self.seed, "unit": self.unit, "position": self.position, "model": self.model, "layer": self.layer}
         )
         return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:8], "big") >> 1
 

@@ -37,3 +37,7 @@ def lite0(registry: Registry) -> nn.Module:
 def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return tmp_path / "torch"
+
+
+# Real Redis and SeaweedFS servers for the integration tests.
+from tests.stack_fixtures import redis_server, s3_store, seaweed  # noqa: E402, F401

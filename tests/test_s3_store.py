@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from service.config import Settings
 from service.errors import StorageError
@@ -208,8 +209,8 @@ def test_from_settings(seaweed: SeaweedS3) -> None:
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     settings = Settings(
         s3_endpoint_url=seaweed.endpoint_url,
-        s3_access_key_id=seaweed.access_key,
-        s3_secret_access_key=seaweed.secret_key,
+        s3_access_key_id=SecretStr(seaweed.access_key),
+        s3_secret_access_key=SecretStr(seaweed.secret_key),
         s3_bucket=bucket,
         s3_create_bucket=True,
     )

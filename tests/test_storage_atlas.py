@@ -32,8 +32,7 @@ def test_unsafe_keys_are_refused(tmp_path: Path, key: str) -> None:
 
 def test_atlas_grid_and_manifest() -> None:
     tiles = [
-        Tile(png_bytes(np.full((32, 32, 3), 40 * i, dtype=np.uint8)), f"unit {i}", i, f"key{i}", None)
-        for i in range(5)
+        Tile(png_bytes(np.full((32, 32, 3), 40 * i, dtype=np.uint8)), f"unit {i}", i, f"key{i}", None) for i in range(5)
     ]
     png, manifest = build_atlas(tiles, tile_size=48, title="t")
     img = read_png(png)

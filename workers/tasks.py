@@ -68,7 +68,9 @@ def render_batch(self: Task, job_id: str, batch_id: str, specs: list[dict[str, A
         raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1))) from exc
 
 
-def _render_batch(self: Task, job_id: str, batch_id: str, specs: list[dict[str, Any]], labels: list[str | None]) -> None:
+def _render_batch(
+    self: Task, job_id: str, batch_id: str, specs: list[dict[str, Any]], labels: list[str | None]
+) -> None:
     rt = runtime()
     ctx = f"job={job_id} batch={batch_id}"
     try:
@@ -154,9 +156,8 @@ def _store_piece(
     for i, spec in enumerate(specs):
         key = spec.key()
         try:
-            _storage(rt, f"upload {key[:12]}",
-                     lambda i=i, spec=spec: renderer.store_result(rt.store, [spec], _one(result, i),
-                                                                  [label_of.get(key)]))  # fmt: skip
+            _storage(rt, f"upload {key[:12]}", lambda i=i, spec=spec, key=key: renderer.store_result(
+                rt.store, [spec], _one(result, i), [label_of.get(key)]))  # fmt: skip
         except StorageError as exc:
             log.error("%s unit=%s key=%s upload failed for good: %s", ctx, spec.unit, key[:12], exc)
             _finish_unit(rt, job_id, batch_id, key, ok=False, reason=f"upload failed: {one_line(str(exc))}")
@@ -201,13 +202,19 @@ def build_atlas_task(self: Task, job_id: str) -> None:
             akey = atlas_key([u["key"] for u in units])
             png_key, json_key = layout.atlas_keys(akey)
             _storage(rt, "atlas png", lambda: rt.store.put(png_key, png, "image/png", {"job": job_id}))
-            _storage(rt, "atlas manifest",
-                     lambda: rt.store.put(json_key, manifest_bytes(manifest), "application/json", {"job": job_id}))
+            _storage(
+                rt,
+                "atlas manifest",
+                lambda: rt.store.put(json_key, manifest_bytes(manifest), "application/json", {"job": job_id}),
+            )
             rt.jobs.set_fields(job_id, atlas_key=akey)
             record["atlas_key"] = akey
         record["units"] = rt.jobs.units(job_id, keys)
-        _storage(rt, "job record", lambda: rt.store.put(layout.job_record_key(job_id),
-                                                        canonical_json(record).encode(), "application/json"))
+        _storage(
+            rt,
+            "job record",
+            lambda: rt.store.put(layout.job_record_key(job_id), canonical_json(record).encode(), "application/json"),
+        )
     except StorageError as exc:
         log.warning("job=%s atlas: storage error, retrying: %s", job_id, exc)
         raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries)) from exc

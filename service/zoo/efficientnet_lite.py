@@ -82,7 +82,8 @@ class MBConv(nn.Module):
             y = F.relu6(self._bn0(self._expand_conv(y)))
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
-        return y + x if self.skip else y
+        out: torch.Tensor = y + x if self.skip else y
+        return out
 
 
 class EfficientNetLite(nn.Module):
@@ -97,7 +98,7 @@ class EfficientNetLite(nn.Module):
             # stages' depth fixed whatever the multipliers.
             cin = cin if i == 0 else _round_filters(cin, width)
             cout = _round_filters(cout, width)
-            n = repeats if i in (0, last) else int(math.ceil(depth * repeats))
+            n = repeats if i in (0, last) else math.ceil(depth * repeats)
             for j in range(n):
                 blocks.append(MBConv(expand, kernel, stride if j == 0 else 1, cin if j == 0 else cout, cout))
         self._blocks = nn.Sequential(*blocks)
@@ -113,7 +114,8 @@ class EfficientNetLite(nn.Module):
         x = self._blocks(x)
         x = F.relu6(self._bn1(self._conv_head(x)))
         x = self._avg_pooling(x).flatten(1)
-        return self._fc(self._dropout(x))
+        logits: torch.Tensor = self._fc(self._dropout(x))
+        return logits
 
 
 def build(name: str) -> EfficientNetLite:

@@ -84,7 +84,8 @@ def _torchvision_entry(name: str) -> ModelEntry:
         kwargs: dict[str, object] = {"weights": None}
         if name in ("googlenet", "inception_v3"):
             kwargs.update(aux_logits=False, init_weights=False)
-        return tvm.get_model(name, **kwargs)
+        net: nn.Module = tvm.get_model(name, **kwargs)
+        return net
 
     return ModelEntry(
         name=name,

@@ -114,7 +114,7 @@ def load_state_dict(path: Path, ref: WeightsRef, model: str) -> dict[str, torch.
     verify(path, ref, model)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error
+    except Exception as exc:
         raise WeightsError(f"weights file {path} for {model} could not be read: {exc}") from exc
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {path} for {model} holds no state dict")

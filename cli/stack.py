@@ -1,0 +1,166 @@
+"""A whole dreamfarm on loopback, for people without Docker (and for tests):
+Redis, SeaweedFS's S3 with access keys, N Celery worker processes and the API.
+
+    with LocalStack(Path(".dreamfarm")) as stack:
+        stack.api_url, stack.token …
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from service.local_stack import RedisServer, SeaweedS3, free_port
+
+HOST = "127.0.0.1"
+
+
+def worker_argv(name: str, loglevel: str = "info") -> list[str]:
+    # solo pool: the worker process itself renders, so the network it loads
+    # stays loaded, SIGTERM lets the running batch finish (warm shutdown), and
+    # a SIGKILL leaves the batch unacked for another worker to take over.
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
+            "--concurrency", "1", "-Q", "render", "-n", name, "-l", loglevel,
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+
+
+class LocalStack:
+    def __init__(
+        self, root: Path, *, workers: int = 1, api_port: int | None = None, token: str | None = None,
+        extra_env: dict[str, str] | None = None, quiet: bool = True,
+    ) -> None:  # fmt: skip
+        self.root = root.resolve()
+        self.n_workers = workers
+        self.api_port = api_port or free_port()
+        self.token = token or secrets.token_urlsafe(24)
+        self.extra_env = extra_env or {}
+        self.quiet = quiet
+        self.redis = RedisServer(data_dir=self.root / "redis")
+        self.s3 = SeaweedS3(data_dir=self.root / "s3")
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.api: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "DREAMFARM_REDIS_URL": self.redis.url,
+            "DREAMFARM_S3_ENDPOINT_URL": self.s3.endpoint_url,
+            "DREAMFARM_S3_ACCESS_KEY_ID": self.s3.access_key,
+            "DREAMFARM_S3_SECRET_ACCESS_KEY": self.s3.secret_key,
+            "DREAMFARM_S3_BUCKET": "dreamfarm",
+            "DREAMFARM_API_TOKEN": self.token,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        })  # fmt: skip
+        return env
+
+    def _log(self, name: str) -> int:
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return os.open(logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def start(self, timeout: float = 60) -> LocalStack:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.redis.start()
+        self.s3.start(timeout=60)
+        for i in range(self.n_workers):
+            self.start_worker(i)
+        self.start_api(timeout)
+        self.write_state()
+        return self
+
+    def start_worker(self, i: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        wenv = {**self.env(), **(env or {})}
+        wenv.setdefault("DREAMFARM_DEVICE", "cpu")
+        log = self._log(f"worker{i}")
+        proc = subprocess.Popen(worker_argv(f"worker{i}@{HOST}"), env=wenv, stdout=log, stderr=log,
+                                start_new_session=True)  # fmt: skip
+        os.close(log)
+        if i < len(self.workers):
+            self.workers[i] = proc
+        else:
+            self.workers.append(proc)
+        return proc
+
+    def start_api(self, timeout: float = 60) -> None:
+        log = self._log("api")
+        self.api = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "api", "--host", HOST, "--port", str(self.api_port)],
+            env=self.env(), stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+        os.close(log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API exited at start; see {self.root / 'logs' / 'api.log'}")
+            try:
+                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not become ready in {timeout:.0f}s; see {self.root / 'logs' / 'api.log'}")
+
+    def stop_api(self) -> None:
+        if self.api is not None:
+            _stop(self.api, 10)
+            self.api = None
+
+    def write_state(self) -> None:
+        state = {"api_url": self.api_url, "token": self.token, "redis_url": self.redis.url,
+                 "s3_endpoint_url": self.s3.endpoint_url, "pid": os.getpid()}  # fmt: skip
+        path = self.root / "stack.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=1)
+
+    def stop(self) -> None:
+        self.stop_api()
+        for w in self.workers:
+            _stop(w, 30)
+        self.workers = []
+        self.s3.stop()
+        self.redis.stop()
+        (self.root / "stack.json").unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:  # fmt: skip
+        self.stop()
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def read_state(root: Path) -> dict[str, str] | None:
+    try:
+        return dict(json.loads((root / "stack.json").read_text()))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,42 @@
+"""Helpers for tests that drive the whole service over HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import redis
+
+from cli.stack import LocalStack
+
+QUEUE = "render"
+
+
+def client(stack: LocalStack, token: str | None = "default") -> httpx.Client:
+    tok = stack.token if token == "default" else token
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=30)
+
+
+def queue_length(stack: LocalStack) -> int:
+    return int(redis.Redis.from_url(stack.redis.url).llen(QUEUE))  # type: ignore[arg-type]
+
+
+def wait_for(http: httpx.Client, job_id: str, timeout: float = 240, atlas: bool = True) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = http.get(f"/v1/jobs/{job_id}").json()
+        final = status["state"] in ("done", "done_with_failures", "cancelled")
+        if final and (status["atlas_key"] or not atlas):
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {status}")
+
+
+def small_job(units: list[Any], **kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "efficientnet_lite0", "layer": "logits", "units": units, "steps": 3,
+                            "size": 64, "precision": "float32"}  # fmt: skip
+    body.update(kw)
+    return body

@@ -1,0 +1,142 @@
+"""The whole service: HTTP API → Redis → real Celery worker processes →
+SeaweedFS with access keys, and `dreamfarm fetch` back out."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from cli.stack import LocalStack, _stop
+from tests.service_helpers import client, small_job, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TWELVE = ["box turtle", "whiptail", "African chameleon", "wolf spider", "king crab", "Samoyed", "hourglass",
+          "paper towel", "ping-pong ball", "steel arch bridge", "sunglass", "geyser"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    root = Path(tmp_path_factory.mktemp("stack"))
+    # Storage retries quick enough for a test's outage of a few seconds.
+    env = {"DREAMFARM_CACHE": str(root / "cache"), "DREAMFARM_STORAGE_BACKOFF_S": "0.5",
+           "DREAMFARM_STORAGE_BACKOFF_CAP_S": "4", "DREAMFARM_STORAGE_RETRIES": "8"}  # fmt: skip
+    with LocalStack(root, workers=1, extra_env=env) as s:
+        yield s
+
+
+@pytest.fixture
+def http(stack: LocalStack) -> Iterator[httpx.Client]:
+    with client(stack) as c:
+        yield c
+
+
+def _bucket(stack: LocalStack) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=stack.s3.endpoint_url, aws_access_key_id=stack.s3.access_key,
+                      aws_secret_access_key=stack.s3.secret_key, region_name="us-east-1")  # fmt: skip
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dreamfarm"):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def _done_lines(stack: LocalStack) -> Counter[str]:
+    """'unit=… key=… done' lines across every worker log: renders actually made."""
+    seen: Counter[str] = Counter()
+    for log in (stack.root / "logs").glob("worker*.log"):
+        for m in re.finditer(r"key=([0-9a-f]{12}) done", log.read_text()):
+            seen[m.group(1)] += 1
+    return seen
+
+
+def test_twelve_classes_end_to_end_then_cached_then_fetched(stack: LocalStack, http: httpx.Client,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    r = http.post("/v1/jobs", json=small_job(TWELVE, batch_size=6, title="twelve"))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["units"] == 12 and job["enqueued_batches"] == 2
+    status = wait_for(http, job["id"])
+    assert status["state"] == "done" and status["totals"]["done"] == 12 and status["progress"] == 1.0
+
+    keys = set(_bucket(stack))
+    items = http.get(f"/v1/jobs/{job['id']}/renders", params={"limit": 100}).json()["items"]
+    assert len(items) == 12 and all(i["state"] == "done" for i in items)
+    for item in items:
+        # the documented layout: renders/<model>/<layer>/<unit>/<key>.png + .json
+        assert item["png"] == f"renders/efficientnet_lite0/_fc/{item['unit']}/{item['key']}.png"
+        assert item["png"] in keys and item["sidecar"] in keys
+        side = httpx.get(item["sidecar_url"]).json()
+        assert side["key"] == item["key"] and side["label"] == item["label"]
+    assert f"atlases/{status['atlas_key']}.png" in keys and f"atlases/{status['atlas_key']}.json" in keys
+    assert f"jobs/{job['id']}.json" in keys
+    manifest = httpx.get(status["atlas_manifest_url"]).json()
+    assert [t["caption"] for t in manifest["tiles"]] == TWELVE
+
+    # Resubmitting the same job enqueues nothing: every unit is cached.
+    again = http.post("/v1/jobs", json=small_job(TWELVE, batch_size=6, title="twelve")).json()
+    assert again["cached"] == 12 and again["enqueued_batches"] == 0
+    assert http.get(f"/v1/jobs/{again['id']}").json()["state"] == "done"
+
+    # `dreamfarm fetch` downloads renders, sidecars and the atlas.
+    out = tmp_path / "fetched"
+    argv = [sys.executable, "-m", "cli.main", "fetch", job["id"], "--out", str(out), "--api", stack.api_url,
+            "--token", stack.token]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert len(list(out.glob("renders/efficientnet_lite0/_fc/*/*.png"))) == 12
+    assert len(list(out.glob("renders/efficientnet_lite0/_fc/*/*.json"))) == 12
+    assert (out / "atlas.png").stat().st_size > 1000
+    assert json.loads((out / "atlas.json").read_text())["atlas_key"] == status["atlas_key"]
+
+
+def test_two_workers_drain_one_job_without_rendering_twice(stack: LocalStack, http: httpx.Client) -> None:
+    second = stack.start_worker(1)
+    try:
+        units = list(range(100, 116))
+        job = http.post("/v1/jobs", json=small_job(units, batch_size=2, steps=15)).json()
+        assert job["enqueued_batches"] == 8
+        status = wait_for(http, job["id"])
+        assert status["state"] == "done" and status["totals"]["done"] == 16
+        items = http.get(f"/v1/jobs/{job['id']}/renders").json()["items"]
+        done = _done_lines(stack)
+        assert all(done[i["key"][:12]] == 1 for i in items), "a unit was rendered twice"
+        logs = stack.root / "logs"
+        per_worker = [len(re.findall(r"key=[0-9a-f]{12} done", (logs / f"worker{i}.log").read_text()))
+                      for i in (0, 1)]  # fmt: skip
+        assert all(n > 0 for n in per_worker), f"one worker did nothing: {per_worker}"
+    finally:
+        _stop(second, 60)
+
+
+def test_storage_outage_mid_batch_ends_with_the_job_complete(stack: LocalStack, http: httpx.Client) -> None:
+    """Stop the S3 server while a batch renders, start it again: uploads retry
+    with backoff and the job completes."""
+    units = list(range(200, 204))
+    job = http.post("/v1/jobs", json=small_job(units, batch_size=4, steps=40)).json()
+    # Wait until the worker is rendering (progress shows), then pull the plug.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and http.get(f"/v1/jobs/{job['id']}").json()["progress"] <= 0:
+        time.sleep(0.1)
+    stack.s3.stop()
+    restart = threading.Timer(6.0, lambda: stack.s3.start(timeout=60))
+    restart.start()
+    try:
+        restart.join(60)
+        status = wait_for(http, job["id"], timeout=240)
+    finally:
+        restart.cancel()
+    assert status["state"] == "done", status
+    assert status["totals"]["done"] == 4
+    log = (stack.root / "logs" / "worker0.log").read_text()
+    assert "storage error" in log  # the outage was seen, and retried through
