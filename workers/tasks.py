@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery import Task
@@ -124,16 +125,23 @@ def _render_batch(
         def split_note(n: int, half: int) -> None:
             log.warning("%s out of memory with %d units; retrying in halves of %d", ctx, n, half)
 
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            t0 = time.perf_counter()
-            for piece in render_splitting(render, part, on_split=split_note, after_oom=_free_device_memory):
-                if piece.result is None:
-                    for spec in piece.specs:
-                        _finish_unit(rt, job_id, batch_id, spec.key(), ok=False, reason=piece.error or "failed")
-                    continue
-                _store_piece(rt, renderer, job_id, batch_id, ctx, piece.specs, piece.result, label_of)
-            log.info("%s rendered %d units in %.1fs", ctx, len(part), time.perf_counter() - t0)
+        # Uploads of one chunk overlap the rendering of the next: the device
+        # never waits on the bucket, except for the last chunk.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploads:
+            pending: list[Future[None]] = []
+            for start in range(0, len(todo), chunk):
+                part = todo[start : start + chunk]
+                t0 = time.perf_counter()
+                for piece in render_splitting(render, part, on_split=split_note, after_oom=_free_device_memory):
+                    if piece.result is None:
+                        for spec in piece.specs:
+                            _finish_unit(rt, job_id, batch_id, spec.key(), ok=False, reason=piece.error or "failed")
+                        continue
+                    pending.append(uploads.submit(_store_piece, rt, renderer, job_id, batch_id, ctx, piece.specs,
+                                                  piece.result, label_of))  # fmt: skip
+                log.info("%s rendered %d units in %.1fs", ctx, len(part), time.perf_counter() - t0)
+            for f in pending:
+                f.result()
 
 
 def renderer_batch_size(rt: Runtime, spec: RenderSpec) -> int:
