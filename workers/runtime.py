@@ -41,6 +41,8 @@ class Runtime:
     def renderer(self, spec: RenderSpec) -> Renderer:
         key = (spec.model, spec.random_weights)
         if key not in self.renderers:
+            if self.device.type == "cuda":
+                torch.backends.cudnn.benchmark = True  # fixed shapes per batch: fastest kernels
             weights = WeightsConfig(torch_home=self.settings.torch_home or os.environ.get("TORCH_HOME"),
                                     weights_dir=self.settings.weights_dir)  # fmt: skip
             r = Renderer(self.registry.get(spec.model), device=self.device, random_weights=spec.random_weights,
