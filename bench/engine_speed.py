@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from bench_report import machine, write_section
 
 from service import engine, precision
 from service.reference import lecture_render
-from service.renderer import device_name
 from service.spec import RenderSpec
 from service.zoo import Registry, load_network
 
@@ -110,13 +109,6 @@ CASES = {
 }
 
 
-def machine(device: torch.device) -> str:
-    name = device_name(device)
-    if device.type == "cpu":
-        return f"{name}, {torch.get_num_threads()} threads"
-    return name
-
-
 def to_markdown(results: list[CaseResult], device: torch.device, cmd: str) -> str:
     lines = [
         f"### Engine vs literal lecture loop — {machine(device)}",
@@ -133,16 +125,6 @@ def to_markdown(results: list[CaseResult], device: torch.device, cmd: str) -> st
             f"| {r.batch} | {r.precision} | {r.guard} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, key: str, body: str) -> None:
-    """Replace (or append) the section between this key's markers."""
-    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body}{end}"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main() -> None:

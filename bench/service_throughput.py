@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import redis
 import torch
+from bench_report import machine, write_section
 
-from bench.engine_speed import machine, write_section
 from cli.stack import LocalStack
 from service import engine
 from service.spec import RenderSpec

@@ -84,7 +84,6 @@ class LocalStack:
 
     def start_worker(self, i: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         wenv = {**self.env(), **(env or {})}
-        wenv.setdefault("DREAMFARM_DEVICE", "cpu")
         log = self._log(f"worker{i}")
         proc = subprocess.Popen(worker_argv(f"worker{i}@{HOST}"), env=wenv, stdout=log, stderr=log,
                                 start_new_session=True)  # fmt: skip
