@@ -20,6 +20,9 @@ class WeightsConfig:
     path: str | None = None
     torch_home: str | None = None
     weights_dir: str | None = None
+    #: last resort: fetch the checkpoint from a bucket (see service.weights_remote)
+    remote: weights_mod.Fetcher | None = None
+    remote_name: str = ""
 
 
 def load_network(
@@ -41,7 +44,8 @@ def load_network(
         torch.manual_seed(seed)
         net = entry.build()
     else:
-        path = weights_mod.locate(entry.name, entry.weights, cfg.path, cfg.torch_home, cfg.weights_dir)
+        path = weights_mod.locate(entry.name, entry.weights, cfg.path, cfg.torch_home, cfg.weights_dir,
+                                  cfg.remote, cfg.remote_name)  # fmt: skip
         state = weights_mod.load_state_dict(path, entry.weights, entry.name)
         with torch.device("meta"):
             net = entry.build()

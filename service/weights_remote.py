@@ -1,0 +1,57 @@
+"""Network weights kept in a bucket: `s3://bucket/prefix/<checkpoint file>`.
+
+A worker fetches a checkpoint it does not have locally into a cache folder,
+once; the file is then checked against its expected sha256 like any other
+(`service.zoo.weights.verify`) before it is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from service.errors import StorageError, WeightsError
+from service.storage import Store, check_key
+from service.zoo.weights import Fetcher
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """'s3://bucket/some/prefix' → ('bucket', 'some/prefix')."""
+    u = urlparse(url)
+    if u.scheme != "s3" or not u.netloc:
+        raise WeightsError(f"weights URL must look like s3://bucket/prefix, got {url!r}")
+    return u.netloc, u.path.strip("/")
+
+
+def bucket_fetcher(store: Store, prefix: str, cache_dir: Path) -> Fetcher:
+    def fetch(filename: str) -> Path | None:
+        dest = cache_dir / filename
+        if dest.is_file():
+            return dest
+        key = check_key(f"{prefix}/{filename}" if prefix else filename)
+        if not store.exists(key):
+            return None
+        data = store.get(key)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return dest
+
+    return fetch
+
+
+def download(store: Store, key: str, cache_dir: Path) -> Path:
+    """One explicit object (`--weights s3://bucket/key`) into the cache."""
+    name = key.rsplit("/", 1)[-1]
+    fetched = bucket_fetcher(store, key.rsplit("/", 1)[0] if "/" in key else "", cache_dir)(name)
+    if fetched is None:
+        raise StorageError(f"no weights object {key!r} in the bucket")
+    return fetched
