@@ -7,9 +7,30 @@ from typing import Any
 from pydantic import BaseModel
 
 
+class FieldError(BaseModel):
+    field: str
+    message: str
+    got: str
+
+
 class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: `detail` is one printable line that names the
+    problem (and the valid choices, where there are choices)."""
+
     detail: str
     field: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Readiness(BaseModel):
+    status: str
+    detail: dict[str, str] | None = None
+
+
+class Cancelled(BaseModel):
+    id: str
+    cancelled: bool
+    state: str | None
 
 
 class ModelSummary(BaseModel):

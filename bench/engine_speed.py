@@ -63,13 +63,20 @@ def run_case(
     # --- the lecture's loop, literally --------------------------------------
     lecture_net = load_network(entry, random_weights=random_weights, device=device)
     lecture_net.requires_grad_(True)
-    from service.objectives import LayerProbe
+    # The lecture reads a conv layer's activation through a forward hook while
+    # the whole network runs (no truncation: that is one of the engine's gains).
+    captured: dict[str, torch.Tensor] = {}
+    dict(lecture_net.named_modules())[layer.path].register_forward_hook(
+        lambda _m, _i, out: captured.__setitem__("act", out)
+    )
 
-    probe = LayerProbe(lecture_net, layer.path)  # the lecture reads a conv layer through a hook too
+    def channel_value(x: torch.Tensor, u: int) -> torch.Tensor:
+        lecture_net(x)
+        return captured["act"][0, u].sum()
 
     def unit_value(u: int):  # type: ignore[no-untyped-def]
         if kind == "channel":
-            return lambda x: probe(x)[0, u].sum()
+            return lambda x: channel_value(x, u)
         return lambda x: lecture_net(x)[0, u]
 
     x0 = engine.initial_noise(specs[:1]).to(device)

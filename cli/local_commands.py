@@ -67,6 +67,22 @@ def request_from_args(args: argparse.Namespace, registry: Registry) -> tuple[Ren
     return req, Architecture(entry, size)
 
 
+def _local_weights(weights: str | None) -> str | None:
+    """--weights PATH, or s3://bucket/key fetched (once) into the local cache
+    with the DREAMFARM_S3_* settings; either way checked against its sha256."""
+    if not weights or not weights.startswith("s3://"):
+        return weights
+    from service.config import Settings
+    from service.s3 import S3Store
+    from service.weights_remote import download, parse_s3_url
+
+    bucket, key = parse_s3_url(weights)
+    settings = Settings()
+    store = S3Store.from_settings(settings.model_copy(update={"s3_bucket": bucket, "s3_create_bucket": False}))
+    cache = Path(settings.weights_cache_dir or Path.home() / ".cache" / "dreamfarm" / "weights")
+    return str(download(store, key, cache))
+
+
 def _unit_value(v: str) -> int | str:
     return int(v) if v.strip().isdigit() else v
 
@@ -104,7 +120,7 @@ def render(args: argparse.Namespace) -> int:
             torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))  # fmt: skip
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DreamfarmError("--device cuda asked for, but no CUDA device is visible")
-        weights = WeightsConfig(path=args.weights, torch_home=default_torch_home())
+        weights = WeightsConfig(path=_local_weights(args.weights), torch_home=default_torch_home())
         renderer = Renderer(arch.entry, device=device, random_weights=req.random_weights, weights=weights,
                             precision=req.recipe.precision)  # fmt: skip
         _decide_precision(renderer, todo, say)

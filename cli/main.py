@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_render_args(r)
     r.add_argument("--batch-size", type=int, default=None, help="images per optimization (default: by device)")
     r.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    r.add_argument("--weights", default=None, help="explicit weights file (checked against its sha256)")
+    r.add_argument("--weights", default=None,
+                   help="explicit weights file or s3://bucket/key (checked against its sha256)")  # fmt: skip
     r.add_argument("--out", required=True, help="output folder (renders/…, atlas.png, atlas.json)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 

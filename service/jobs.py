@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from service import layout
-from service.errors import BadUnit, DreamfarmError
+from service.errors import BadPrior, BadUnit, DreamfarmError, one_line
 from service.planning import PlannedUnit, UnitRange, UnitSelection, batches, plan
 from service.spec import MAX_SIZE, MAX_STEPS, PriorName, Recipe, RenderSpec, UnitKind
 from service.storage import Store
@@ -33,7 +33,22 @@ from service.zoo import Architecture
 
 PREFIX = "dreamfarm"
 JOB_ID = re.compile(r"^[a-z0-9]{8,40}$")
-ClassName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def printable(v: str) -> str:
+    """Refuse text that would break a log line or a terminal: control and
+    format characters, line separators, lone surrogates (the pattern in the
+    schema catches only ASCII controls)."""
+    if not v.isprintable():
+        bad = next(ch for ch in v if not ch.isprintable())
+        raise ValueError(f"must be printable text, without control or separator characters (found U+{ord(bad):04X})")
+    return v
+
+
+ClassName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(printable)
+]
+Title = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"), AfterValidator(printable)]
 
 JobState = Literal["queued", "running", "done", "done_with_failures", "cancelled"]
 FINAL_STATES = ("done", "done_with_failures", "cancelled")
@@ -78,7 +93,16 @@ class JobRequest(BaseModel):
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     random_weights: bool = False
     batch_size: int | None = Field(None, ge=1, le=1024)
-    title: str | None = Field(None, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")
+    title: Title | None = None
+
+    @field_validator("prior")
+    @classmethod
+    def _distinct_priors(cls, v: list[PriorIn]) -> list[PriorIn]:
+        names = [p.name for p in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"each prior term may appear once; repeated: {', '.join(dupes)}")
+        return v
 
     @field_validator("lr", "init_scale")
     @classmethod
@@ -104,11 +128,18 @@ class JobRequest(BaseModel):
     def recipe(self, default_size: int) -> Recipe:
         from service.spec import PriorTerm
 
-        return Recipe(
-            prior=tuple(PriorTerm(name=p.name, weight=p.weight) for p in self.prior),
-            steps=self.steps, lr=self.lr, size=self.size or default_size, init_scale=self.init_scale,
-            precision=self.precision,
-        )  # fmt: skip
+        try:
+            return Recipe(
+                prior=tuple(PriorTerm(name=p.name, weight=p.weight) for p in self.prior),
+                steps=self.steps, lr=self.lr, size=self.size or default_size, init_scale=self.init_scale,
+                precision=self.precision,
+            )  # fmt: skip
+        except ValidationError as exc:
+            errors = exc.errors()
+            where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+            msg = errors[0]["msg"] if errors else str(exc)
+            cls = BadPrior if where.startswith("prior") else DreamfarmError
+            raise cls(one_line(f"{where or 'request'}: {msg}"), field=where or None) from None
 
 
 @dataclass
@@ -188,7 +219,7 @@ class JobStore:
 
     @staticmethod
     def _k(job_id: str, part: str = "") -> str:
-        if not JOB_ID.match(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise DreamfarmError(f"malformed job id {job_id[:50]!r}")
         return f"{PREFIX}:job:{job_id}" + (f":{part}" if part else "")
 

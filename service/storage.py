@@ -21,7 +21,7 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 def check_key(key: str) -> str:
     """A key is a relative path of safe segments, none of them '.' or '..'."""
-    if not _SAFE_KEY.match(key) or any(seg in (".", "..") for seg in key.split("/")):
+    if not _SAFE_KEY.fullmatch(key) or any(seg in (".", "..") for seg in key.split("/")):
         raise StorageError(f"unsafe storage key {key!r}")
     return key
 

@@ -9,6 +9,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +21,7 @@ from service.precision import bfloat16_is_fast
 from service.renderer import Renderer, device_name
 from service.s3 import S3Store
 from service.spec import RenderSpec
+from service.weights_remote import bucket_fetcher, parse_s3_url
 from service.zoo import Registry, WeightsConfig
 
 log = logging.getLogger("dreamfarm.worker")
@@ -44,12 +47,21 @@ class Runtime:
             if self.device.type == "cuda":
                 torch.backends.cudnn.benchmark = True  # fixed shapes per batch: fastest kernels
             weights = WeightsConfig(torch_home=self.settings.torch_home or os.environ.get("TORCH_HOME"),
-                                    weights_dir=self.settings.weights_dir)  # fmt: skip
+                                    weights_dir=self.settings.weights_dir, **self._remote_weights())  # fmt: skip
             r = Renderer(self.registry.get(spec.model), device=self.device, random_weights=spec.random_weights,
                          weights=weights)  # fmt: skip
             log.info("loaded %s on %s in %.1fs", spec.model, device_name(self.device), r.load_seconds)
             self.renderers[key] = r
         return self.renderers[key]
+
+    def _remote_weights(self) -> dict[str, Any]:
+        url = self.settings.weights_url
+        if not url:
+            return {}
+        bucket, prefix = parse_s3_url(url)
+        store = S3Store.from_settings(self.settings.model_copy(update={"s3_bucket": bucket, "s3_create_bucket": False}))
+        cache = Path(self.settings.weights_cache_dir or Path.home() / ".cache" / "dreamfarm" / "weights")
+        return {"remote": bucket_fetcher(store, prefix, cache), "remote_name": url}
 
     def prepare_precision(self, renderer: Renderer, specs: list[RenderSpec]) -> None:
         """For 'auto' on a device with fast bf16: a cached guard verdict, or run the guard once."""

@@ -63,7 +63,7 @@ _TORCHVISION = (
     "densenet121", "densenet161", "densenet169", "densenet201",
     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
     "shufflenet_v2_x1_0", "squeezenet1_0", "squeezenet1_1",
-    "efficientnet_b0", "efficientnet_b1", "convnext_tiny", "convnext_small", "regnet_y_400mf",
+    "efficientnet_b0", "efficientnet_b1", "convnext_tiny", "convnext_small",
     "resnext50_32x4d", "wide_resnet50_2", "mnasnet1_0",
 )  # fmt: skip
 
