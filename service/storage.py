@@ -26,6 +26,20 @@ def check_key(key: str) -> str:
     return key
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename it into place:
+    readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @runtime_checkable
 class Store(Protocol):
     def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None: ...
@@ -50,16 +64,7 @@ class LocalStore:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(key), data)
 
     def get(self, key: str) -> bytes:
         try:

@@ -7,13 +7,11 @@ once; the file is then checked against its expected sha256 like any other
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 from service.errors import StorageError, WeightsError
-from service.storage import Store, check_key
+from service.storage import Store, check_key, write_atomically
 from service.zoo.weights import Fetcher
 
 
@@ -33,16 +31,7 @@ def bucket_fetcher(store: Store, prefix: str, cache_dir: Path) -> Fetcher:
         key = check_key(f"{prefix}/{filename}" if prefix else filename)
         if not store.exists(key):
             return None
-        data = store.get(key)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(dest, store.get(key))
         return dest
 
     return fetch
