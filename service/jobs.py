@@ -205,12 +205,23 @@ return 0
 """
 
 
+# A worker starting a batch: queued → running, and nothing else (never
+# overwrite a final state a duplicate delivery may find).
+_START = """
+if redis.call('HGET', KEYS[1], 'state') == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[1])
+end
+return redis.call('HGET', KEYS[1], 'state')
+"""
+
+
 class JobStore:
     """Job records in Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
         self._mark = client.register_script(_MARK)
+        self._start = client.register_script(_START)
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
@@ -261,6 +272,11 @@ class JobStore:
         keys = [self._k(job_id), self._k(job_id, "done"), self._k(job_id, "failed"), self._k(job_id, "progress")]
         out = self._mark(keys=keys, args=[key, "done" if ok else "failed", reason[:500], str(time.time()), batch_id])
         return int(out) == 1  # type: ignore[arg-type]
+
+    def start(self, job_id: str) -> str | None:
+        """A worker begins one of the job's batches; returns the job's state."""
+        state = self._start(keys=[self._k(job_id)], args=[str(time.time())])
+        return str(state) if state is not None else None
 
     def set_progress(self, job_id: str, batch_id: str, units: int, fraction: float) -> None:
         self.r.hset(self._k(job_id, "progress"), batch_id, f"{units}:{fraction:.4f}")

@@ -75,7 +75,7 @@ def _render_batch(
     rt = runtime()
     ctx = f"job={job_id} batch={batch_id}"
     try:
-        state = rt.jobs.state(job_id)
+        state = rt.jobs.start(job_id)
     except Exception as exc:  # Redis down: put the batch back, do not lose it
         raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
     if state is None or state == "cancelled":
