@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     s3_bucket: str = "dreamfarm"
     s3_path_style: bool = True
     s3_create_bucket: bool = True
+    # The endpoint presigned result URLs name, when clients reach the bucket
+    # by another address than the API and workers do (default: the same).
+    s3_public_endpoint_url: str | None = None
     presign_expires_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
 
     # Storage retries (uploads in workers): capped exponential backoff.

@@ -111,6 +111,7 @@ class S3Store:
         connect_timeout: float = 5,
         read_timeout: float = 30,
         max_attempts: int = 2,
+        public_endpoint_url: str | None = None,
     ) -> None:
         """`max_attempts` is botocore's retries setting (retries after the
         first try, standard mode); workers retry on top with their own backoff.
@@ -136,6 +137,14 @@ class S3Store:
                 region_name=region,
             )
             self._client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+            # Presigned URLs name the host clients will use (e.g. a public
+            # name), which may differ from the one workers reach (`s3:8333`
+            # inside compose). Signing is local: the second client connects nowhere.
+            self._presigner: Any = (
+                session.client("s3", endpoint_url=public_endpoint_url, config=config)
+                if public_endpoint_url
+                else self._client
+            )
         except (BotoCoreError, ValueError) as e:  # botocore says "Invalid endpoint" with a ValueError
             raise StorageError(
                 one_line(f"S3 client for bucket {bucket!r} at {endpoint_url!r}, region {region!r}: {e}")
@@ -157,6 +166,7 @@ class S3Store:
             secret_access_key=secret.get_secret_value() if secret is not None else None,
             path_style=settings.s3_path_style,
             create_bucket=settings.s3_create_bucket,
+            public_endpoint_url=settings.s3_public_endpoint_url,
         )
 
     def __repr__(self) -> str:
@@ -241,7 +251,7 @@ class S3Store:
         if not 1 <= expires_s <= MAX_PRESIGN_S:
             raise StorageError(f"presigned URL lifetime {expires_s} s out of range, expected 1..{MAX_PRESIGN_S}")
         try:
-            url: str = self._client.generate_presigned_url(
+            url: str = self._presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
             )
         except (BotoCoreError, ClientError) as e:

@@ -85,3 +85,13 @@ def test_errors_are_one_line_and_exit_nonzero(
     assert message in err
     assert err.startswith("dreamfarm: error: ") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_worker_launcher_pins_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.service_commands import _gpu_ids
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert _gpu_ids("auto") == ["0", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert _gpu_ids("auto") == []  # nothing visible: one CPU worker
+    assert _gpu_ids("none") == [] and _gpu_ids("3") == ["0", "1", "2"] and _gpu_ids("1,3") == ["1", "3"]

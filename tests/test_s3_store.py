@@ -114,6 +114,16 @@ def test_presigned_url_serves_the_bytes(s3_store: S3Store) -> None:
     assert (status, body) == (200, b"the render")
 
 
+def test_presigned_urls_can_name_a_public_endpoint(seaweed: SeaweedS3, s3_store: S3Store) -> None:
+    # Workers reach the bucket at 127.0.0.1; clients are told "localhost".
+    public = f"http://localhost:{seaweed.port}"
+    store = store_for(seaweed, s3_store.bucket, public_endpoint_url=public)
+    store.put("renders/x/p.png", b"public", "image/png")
+    url = store.url("renders/x/p.png", expires_s=60)
+    assert url.startswith(public + "/")
+    assert http_status(url) == (200, b"public")
+
+
 def test_tampered_presigned_url_refused(s3_store: S3Store) -> None:
     s3_store.put("renders/x/y.png", b"the render", "image/png")
     url = s3_store.url("renders/x/y.png", expires_s=60)
