@@ -11,8 +11,6 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -268,15 +266,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if not auth.configured:
         log.warning("no API token configured (DREAMFARM_API_TOKEN / DREAMFARM_API_TOKENS): every write is refused")
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-
     app = FastAPI(
         title="dreamfarm",
         version="0.1.0",
         description="Distributed batch rendering of feature visualizations. See docs/api.md.",
-        lifespan=lifespan,
         responses={422: ERR, 500: ERR},
     )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

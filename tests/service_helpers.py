@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -33,6 +35,16 @@ def wait_for(http: httpx.Client, job_id: str, timeout: float = 240, atlas: bool 
             return status
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {status}")
+
+
+def renders_made(stack: LocalStack) -> Counter[str]:
+    """How often each render key (first 12 hex digits) was actually rendered
+    and uploaded, from every worker's log ('unit=… key=… done' lines)."""
+    seen: Counter[str] = Counter()
+    for log in (stack.root / "logs").glob("worker*.log"):
+        for m in re.finditer(r"key=([0-9a-f]{12}) done", log.read_text()):
+            seen[m.group(1)] += 1
+    return seen
 
 
 def small_job(units: list[Any], **kw: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from cli.stack import LocalStack
-from tests.service_helpers import client, queue_length, small_job, wait_for
+from tests.service_helpers import client, queue_length, renders_made, small_job, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,14 +45,6 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., LocalStack]]:
 def _log(stack: LocalStack, name: str) -> str:
     path = stack.root / "logs" / f"{name}.log"
     return path.read_text() if path.exists() else ""
-
-
-def _renders_made(stack: LocalStack) -> Counter[str]:
-    seen: Counter[str] = Counter()
-    for log in (stack.root / "logs").glob("worker*.log"):
-        for m in re.finditer(r"key=([0-9a-f]{12}) done", log.read_text()):
-            seen[m.group(1)] += 1
-    return seen
 
 
 def _wait_log(stack: LocalStack, name: str, pattern: str, timeout: float = 120) -> None:
@@ -94,7 +85,7 @@ def test_worker_killed_mid_batch_is_redelivered_to_a_new_worker(make_stack: Call
         status = wait_for(http, job["id"], timeout=180)
         assert status["state"] == "done" and status["totals"]["done"] == 4
         assert time.monotonic() - killed_at < 90  # back within about a minute (lease 8 s here, 45 s by default)
-        made = _renders_made(stack)
+        made = renders_made(stack)
         items = http.get(f"/v1/jobs/{job['id']}/renders").json()["items"]
         # The two units finished before the kill were not rendered again.
         assert [made[i["key"][:12]] for i in items] == [1, 1, 1, 1]
@@ -124,7 +115,7 @@ def test_orphaned_batch_moves_to_the_surviving_worker(make_stack: Callable[..., 
         assert status["state"] == "done" and status["totals"]["done"] == 4
         survivor = 1 - victim
         assert len(re.findall(r"key=\w+ done", _log(stack, f"worker{survivor}"))) == 4
-        assert all(n == 1 for n in _renders_made(stack).values())
+        assert all(n == 1 for n in renders_made(stack).values())
         _bucket_is_consistent(http, job["id"])
 
 
@@ -220,4 +211,4 @@ def test_sigterm_lets_the_running_batch_finish(make_stack: Callable[..., LocalSt
         stack.start_worker(0, env={"DREAMFARM_FAULT_STEP_SLEEP": "0"})
         status = wait_for(http, job["id"], timeout=180)
         assert status["state"] == "done" and status["totals"]["done"] == 2
-        assert all(n == 1 for n in _renders_made(stack).values())
+        assert all(n == 1 for n in renders_made(stack).values())

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from cli.stack import LocalStack, _stop
-from tests.service_helpers import client, small_job, wait_for
+from tests.service_helpers import client, renders_made, small_job, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,15 +48,6 @@ def _bucket(stack: LocalStack) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dreamfarm"):
         keys += [o["Key"] for o in page.get("Contents", [])]
     return keys
-
-
-def _done_lines(stack: LocalStack) -> Counter[str]:
-    """'unit=… key=… done' lines across every worker log: renders actually made."""
-    seen: Counter[str] = Counter()
-    for log in (stack.root / "logs").glob("worker*.log"):
-        for m in re.finditer(r"key=([0-9a-f]{12}) done", log.read_text()):
-            seen[m.group(1)] += 1
-    return seen
 
 
 def test_twelve_classes_end_to_end_then_cached_then_fetched(stack: LocalStack, http: httpx.Client,
@@ -109,7 +99,7 @@ def test_two_workers_drain_one_job_without_rendering_twice(stack: LocalStack, ht
         status = wait_for(http, job["id"])
         assert status["state"] == "done" and status["totals"]["done"] == 16
         items = http.get(f"/v1/jobs/{job['id']}/renders").json()["items"]
-        done = _done_lines(stack)
+        done = renders_made(stack)
         assert all(done[i["key"][:12]] == 1 for i in items), "a unit was rendered twice"
         logs = stack.root / "logs"
         per_worker = [len(re.findall(r"key=[0-9a-f]{12} done", (logs / f"worker{i}.log").read_text()))
