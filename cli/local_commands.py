@@ -73,13 +73,9 @@ def _local_weights(weights: str | None) -> str | None:
     if not weights or not weights.startswith("s3://"):
         return weights
     from service.config import Settings
-    from service.s3 import S3Store
-    from service.weights_remote import download, parse_s3_url
+    from service.weights_remote import download, from_settings
 
-    bucket, key = parse_s3_url(weights)
-    settings = Settings()
-    store = S3Store.from_settings(settings.model_copy(update={"s3_bucket": bucket, "s3_create_bucket": False}))
-    cache = Path(settings.weights_cache_dir or Path.home() / ".cache" / "dreamfarm" / "weights")
+    store, key, cache = from_settings(Settings(), weights)
     return str(download(store, key, cache))
 
 

@@ -16,8 +16,6 @@ from pydantic import ValidationError
 from service.errors import DreamfarmError, one_line
 from service.validation import describe
 
-LECTURE_CLASSES = ("Samoyed", "paper towel", "king crab", "hourglass")
-
 
 def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo model name (see `dreamfarm models`)")

@@ -50,7 +50,6 @@ ClassName = Annotated[
 ]
 Title = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"), AfterValidator(printable)]
 
-JobState = Literal["queued", "running", "done", "done_with_failures", "cancelled"]
 FINAL_STATES = ("done", "done_with_failures", "cancelled")
 
 

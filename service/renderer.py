@@ -22,7 +22,7 @@ from service.images import png_bytes
 from service.precision import GuardReport
 from service.spec import RenderSpec, canonical_json
 from service.storage import Store
-from service.zoo import Architecture, ModelEntry, WeightsConfig, load_network
+from service.zoo import ModelEntry, WeightsConfig, load_network
 
 ProgressFn = Callable[[int, int], None]
 DREAMFARM_VERSION = "0.1.0"
@@ -79,13 +79,6 @@ class Renderer:
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.load_seconds = time.perf_counter() - t0
-        self._archs: dict[int, Architecture] = {}
-
-    def architecture(self, size: int | None = None) -> Architecture:
-        s = size or self.entry.input_size
-        if s not in self._archs:
-            self._archs[s] = Architecture(self.entry, s)
-        return self._archs[s]
 
     def run_guard(self, specs: Sequence[RenderSpec]) -> GuardReport:
         self.guard_report = precision.guard_bfloat16(

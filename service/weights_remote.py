@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
+from service.config import Settings
 from service.errors import StorageError, WeightsError
+from service.s3 import S3Store
 from service.storage import Store, check_key, write_atomically
 from service.zoo.weights import Fetcher
 
@@ -21,6 +23,15 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if u.scheme != "s3" or not u.netloc:
         raise WeightsError(f"weights URL must look like s3://bucket/prefix, got {url!r}")
     return u.netloc, u.path.strip("/")
+
+
+def from_settings(settings: Settings, url: str) -> tuple[S3Store, str, Path]:
+    """The store for `url`'s bucket (the configured endpoint and keys), the
+    key or prefix inside it, and the local cache folder."""
+    bucket, key = parse_s3_url(url)
+    store = S3Store.from_settings(settings.model_copy(update={"s3_bucket": bucket, "s3_create_bucket": False}))
+    cache = Path(settings.weights_cache_dir or Path.home() / ".cache" / "dreamfarm" / "weights")
+    return store, key, cache
 
 
 def bucket_fetcher(store: Store, prefix: str, cache_dir: Path) -> Fetcher:

@@ -9,7 +9,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,8 @@ from service.precision import bfloat16_is_fast
 from service.renderer import Renderer, device_name
 from service.s3 import S3Store
 from service.spec import RenderSpec
-from service.weights_remote import bucket_fetcher, parse_s3_url
+from service.weights_remote import bucket_fetcher
+from service.weights_remote import from_settings as remote_from_settings
 from service.zoo import Registry, WeightsConfig
 
 log = logging.getLogger("dreamfarm.worker")
@@ -58,9 +58,7 @@ class Runtime:
         url = self.settings.weights_url
         if not url:
             return {}
-        bucket, prefix = parse_s3_url(url)
-        store = S3Store.from_settings(self.settings.model_copy(update={"s3_bucket": bucket, "s3_create_bucket": False}))
-        cache = Path(self.settings.weights_cache_dir or Path.home() / ".cache" / "dreamfarm" / "weights")
+        store, prefix, cache = remote_from_settings(self.settings, url)
         return {"remote": bucket_fetcher(store, prefix, cache), "remote_name": url}
 
     def prepare_precision(self, renderer: Renderer, specs: list[RenderSpec]) -> None:
