@@ -50,6 +50,7 @@ COPY service/ service/
 COPY workers/ workers/
 COPY api/ api/
 COPY cli/ cli/
+COPY devstack/ devstack/
 RUN pip install --no-deps . \
  && rm -rf build ./*.egg-info \
  && dreamfarm --help > /dev/null

@@ -1,10 +1,12 @@
-"""Response bodies of the HTTP API (request bodies are `service.jobs.JobRequest`)."""
+"""Response bodies of the HTTP API (request bodies are `service.request.JobRequest`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel
+
+from service.zoo import ModelEntry
 
 
 class FieldError(BaseModel):
@@ -39,6 +41,10 @@ class ModelSummary(BaseModel):
     description: str
     input_size: int
     bundled: bool
+
+    @classmethod
+    def of(cls, e: ModelEntry) -> ModelSummary:
+        return cls(name=e.name, family=e.family, description=e.description, input_size=e.input_size, bundled=e.bundled)
 
 
 class LayerOut(BaseModel):
@@ -115,3 +121,14 @@ class RenderPage(BaseModel):
     total: int
     next_offset: int | None
     items: list[RenderItem]
+
+
+class EventPage(BaseModel):
+    """A job's events, oldest first: each has `at` (unix time), `type`
+    (submitted, batch_started, unit_rendered, unit_exists, unit_failed,
+    oom_split, atlas_written, cancelled, retried) and the type's fields."""
+
+    job_id: str
+    offset: int
+    total: int
+    items: list[dict[str, Any]]

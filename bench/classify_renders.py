@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from bench_report import machine, write_section
 
+from bench_report import machine, write_section
 from service import engine
 from service.spec import RenderSpec
 from service.zoo import Architecture, Registry, load_network

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from service import engine, precision
-from service.device_profile import default_batch_size
+from service.devices import default_batch_size
 from service.reference import lecture_render
 from service.spec import RenderSpec
 from service.zoo import Registry, load_network

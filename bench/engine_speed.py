@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_report import machine, write_section
 
+from bench_report import machine, write_section
 from service import engine, precision
 from service.reference import lecture_render
 from service.spec import RenderSpec

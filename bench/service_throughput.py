@@ -19,10 +19,11 @@ from pathlib import Path
 import httpx
 import redis
 import torch
-from bench_report import machine, write_section
 
-from cli.stack import LocalStack
+from bench_report import machine, write_section
+from devstack import LocalStack
 from service import engine
+from service.contract import QUEUE
 from service.spec import RenderSpec
 from service.zoo import Registry, load_network
 
@@ -79,7 +80,7 @@ def main() -> None:
             r.raise_for_status()
             all_job = r.json()
             http.delete(f"/v1/jobs/{all_job['id']}")
-            redis.Redis.from_url(stack.redis.url).delete("render")
+            redis.Redis.from_url(stack.redis.url).delete(QUEUE)
 
             # --- warm the worker, then the same units through the service -----
             stack.start_worker(0)

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from service import layout
 from service.images import read_png
-from service.spec import canonical_json
+from service.spec import RenderSpec, canonical_json
+from service.storage import Store
 
 LABEL_HEIGHT = 18
 PAD = 4
@@ -89,3 +91,14 @@ def build_atlas(
 
 def manifest_bytes(manifest: dict[str, object]) -> bytes:
     return canonical_json(manifest).encode()
+
+
+def local_atlas(store: Store, specs: Sequence[tuple[RenderSpec, str | None]], title: str) -> tuple[str, str]:
+    """An atlas of renders already in `store`, filed as atlas.png + atlas.json
+    at its root (the CLI's folder layout)."""
+    tiles = [Tile(store.get(layout.render_png_key(s)), label or str(s.unit), s.unit, s.key(), label)
+             for s, label in specs]  # fmt: skip
+    png, manifest = build_atlas(tiles, title=title)
+    store.put("atlas.png", png, "image/png")
+    store.put("atlas.json", manifest_bytes(manifest), "application/json")
+    return "atlas.png", "atlas.json"

@@ -22,6 +22,10 @@ from service.priors import combined_prior
 from service.spec import RenderSpec
 
 ProgressFn = Callable[[int, int], None]
+# The dtype the optimized image is kept in. "bfloat16" keeps it in float32 on
+# purpose: bf16 is autocast for the network only, while the image, Adam's state
+# and the prior stay float32 (a bf16 image could not even hold Adam's small
+# late steps: bf16 has 8 bits of mantissa).
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 
 
@@ -116,27 +120,40 @@ def render(
     if precision not in DTYPES:
         raise ValueError(f"precision must be one of {sorted(DTYPES)} (resolve 'auto' first), got {precision!r}")
     dev = torch.device(device) if device is not None else next(net.parameters()).device
-    dtype = DTYPES[precision]
     t_start = time.perf_counter()
-
-    x0 = init if init is not None else initial_noise(specs)
-    x = x0.to(device=dev, dtype=dtype)
+    x = (init if init is not None else initial_noise(specs)).to(device=dev, dtype=DTYPES[precision])
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x = x.clone().requires_grad_(True)
-
     probe = LayerProbe(net, layer_path)
     select = UnitSelector(spec0.kind, [s.unit for s in specs], [s.position for s in specs], device=dev)
     prior = combined_prior(spec0.prior)
-    optimizer = torch.optim.Adam([x], lr=spec0.lr)
+    trace = _optimize(x, lambda v: select(probe(v)), prior, spec0, precision, progress, trace_every)
+    t_loop = time.perf_counter()
+    with torch.no_grad():
+        act_final = select(probe(x.detach())).to(torch.float64).cpu()
+        prior_final = prior(x.detach()).to(torch.float64).cpu()
+    images = x.detach().contiguous().cpu()
+    t_end = time.perf_counter()
+    return BatchResult(
+        images=images, display=display_uint8(images), activation=act_final, prior=prior_final, trace=trace,
+        precision=precision, device=str(dev), seconds=t_end - t_start, steps=spec0.steps,
+        timings={"optimize_s": t_loop - t_start, "finalize_s": t_end - t_loop},
+    )  # fmt: skip
 
+
+def _optimize(
+    x: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], prior: Callable[[torch.Tensor], torch.Tensor],
+    spec: RenderSpec, precision: str, progress: ProgressFn | None, trace_every: int,
+) -> list[TracePoint]:  # fmt: skip
+    optimizer = torch.optim.Adam([x], lr=spec.lr)
     trace: list[TracePoint] = []
-    steps = spec0.steps
+    steps = spec.steps
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(dev, precision):
-            act = select(probe(x))
-        act = act.to(dtype)
+        with _autocast(x.device, precision):
+            act = f(x)
+        act = act.to(x.dtype)
         h = prior(x)
         # Each image's loss depends on its own pixels only, so the gradient of
         # the sum is each image's own gradient.
@@ -146,25 +163,4 @@ def render(
             trace.append(TracePoint(step, act.detach().float().cpu().tolist(), h.detach().float().cpu().tolist()))
         if progress is not None:
             progress(step + 1, steps)
-    t_loop = time.perf_counter()
-
-    with torch.no_grad():
-        xf = x.detach()
-        act_final = select(probe(xf)).to(torch.float64).cpu()
-        prior_final = prior(xf).to(torch.float64).cpu()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    images = x.detach().contiguous().cpu()
-    t_end = time.perf_counter()
-    return BatchResult(
-        images=images,
-        display=display_uint8(images),
-        activation=act_final,
-        prior=prior_final,
-        trace=trace,
-        precision=precision,
-        device=str(dev),
-        seconds=t_end - t_start,
-        steps=steps,
-        timings={"optimize_s": t_loop - t_start, "finalize_s": t_end - t_loop},
-    )
+    return trace

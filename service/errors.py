@@ -42,9 +42,29 @@ class StorageError(DreamfarmError):
     """A storage back end failed (may be transient)."""
 
 
+class ObjectMissing(StorageError):
+    """The object asked for is not in the store (not transient: never retried)."""
+
+
 def one_line(text: str, limit: int = 600) -> str:
     """Collapse a message to one printable line: user input ends up in
     messages, and must not forge extra log lines or flood a terminal."""
     flat = " ".join(str(text).split())
     flat = "".join(ch if ch.isprintable() else "?" for ch in flat)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class QuotaExceeded(DreamfarmError):
+    """A tenant has as many jobs in flight as it may (HTTP 429)."""
+
+
+class NotFound(DreamfarmError):
+    """No such job, or not this tenant's (HTTP 404: a tenant cannot tell)."""
+
+
+class Conflict(DreamfarmError):
+    """The request does not fit the job's state (HTTP 409)."""
+
+
+class OverLimit(DreamfarmError):
+    """A request over one of this server's limits (HTTP 422, naming the field)."""

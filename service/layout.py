@@ -5,6 +5,7 @@ renders/<model>/<layer>/<unit>/<key>.json  its sidecar, written last: a
                                            render exists iff this does
 atlases/<atlas-key>.png + .json            grids and their manifests
 jobs/<job-id>.json                         finished jobs' records
+cache/precision/<id>.json                  bf16 verdicts (service.precision_policy)
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ def atlas_keys(atlas_key: str) -> tuple[str, str]:
 
 def job_record_key(job_id: str) -> str:
     return check_key(f"jobs/{job_id}.json")
+
+
+def precision_verdict_key(verdict_id: str) -> str:
+    return check_key(f"cache/precision/{verdict_id}.json")

@@ -1,4 +1,5 @@
-"""From a request (model, layer, units, recipe) to validated specs and batches.
+"""From a request (model, layer, units, recipe) to validated specs and batches,
+and a job's plan: what the bucket already holds, and the rest in batches.
 
 Validation needs only the architecture (no weights), so the API host can do
 it. Every problem is a `DreamfarmError` naming the field and the valid choices.
@@ -12,8 +13,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from service import layout
+from service.contract import new_job_id
 from service.errors import BadPrior, BadUnit, DreamfarmError, one_line
+from service.request import JobRequest
 from service.spec import PRIOR_NAMES, PriorTerm, Recipe, RenderSpec, UnitKind
+from service.storage import Store
 from service.zoo import Architecture, LayerInfo
 
 UnitRef = int | str
@@ -93,7 +98,7 @@ def expand_units(arch: Architecture, layer: LayerInfo, kind: UnitKind, units: Un
     return indices
 
 
-def plan(
+def plan_units(
     arch: Architecture,
     *,
     layer: str,
@@ -104,7 +109,7 @@ def plan(
     random_weights: bool = False,
     position: tuple[int, int] | None = None,
 ) -> list[PlannedUnit]:
-    """Validate a request against the architecture and expand it into specs."""
+    """Validate a unit selection against the architecture and expand it into specs."""
     info = arch.layer(layer)
     unit_kind = arch.kind(info, kind)
     pos = arch.position(info, unit_kind, position)
@@ -120,6 +125,74 @@ def plan(
             raise DreamfarmError(one_line(str(exc))) from exc
         out.append(PlannedUnit(spec, arch.label(info, unit_kind, u)))
     return out
+
+
+def request_recipe(request: JobRequest, default_size: int) -> Recipe:
+    try:
+        return Recipe(
+            prior=tuple(p.term() for p in request.prior), steps=request.steps, lr=request.lr,
+            size=request.size or default_size, init_scale=request.init_scale, precision=request.precision,
+        )  # fmt: skip
+    except ValidationError as exc:
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        msg = errors[0]["msg"] if errors else str(exc)
+        cls = BadPrior if where.startswith("prior") else DreamfarmError
+        raise cls(one_line(f"{where or 'request'}: {msg}"), field=where or None) from None
+
+
+def selection(request: JobRequest) -> UnitSelection:
+    rng = request.checked_range()
+    if rng is not None:
+        return UnitRange(rng.start, rng.stop)
+    return request.units  # type: ignore[return-value]
+
+
+def plan_request(request: JobRequest, arch: Architecture) -> list[PlannedUnit]:
+    """The one way from a request to its specs: the API, a retry and the CLI all use it."""
+    return plan_units(
+        arch, layer=request.layer, units=selection(request), recipe=request_recipe(request, arch.entry.input_size),
+        kind=request.kind, seed=request.seed, random_weights=request.random_weights,
+        position=request.position_tuple(),
+    )  # fmt: skip
+
+
+@dataclass
+class JobPlan:
+    job_id: str
+    request: JobRequest
+    units: list[PlannedUnit]
+    cached: set[str]
+    batches: list[list[RenderSpec]]
+
+    def labels(self) -> dict[str, str | None]:
+        return {u.spec.key(): u.label for u in self.units}
+
+
+def existing_sidecars(store: Store, prefix: str) -> set[str]:
+    """Keys of every sidecar under a model/layer: one listing, not one request
+    per unit (1000 HEADs would take seconds; a listing is a few pages)."""
+    return {k for k in store.list(prefix) if k.endswith(".json")}
+
+
+def plan_job(
+    request: JobRequest, arch: Architecture, store: Store, *, batch_size: int, max_units: int | None = None,
+    job_id: str | None = None,
+) -> JobPlan:  # fmt: skip
+    """Plan a job: expand, drop what the bucket already holds, batch the rest."""
+    units = plan_request(request, arch)
+    if max_units is not None and len(units) > max_units:
+        raise BadUnit(f"{len(units)} units in one job; the limit is {max_units} (split the job)")
+    present = existing_sidecars(store, layout.layer_prefix(units[0].spec)) if units else set()
+    cached = {u.spec.key() for u in units if layout.render_sidecar_key(u.spec) in present}
+    todo = [u.spec for u in units if u.spec.key() not in cached]
+    return JobPlan(job_id or new_job_id(), request, units, cached, batches(todo, request.batch_size or batch_size))
+
+
+def units_with_keys(request: JobRequest, arch: Architecture, keys: Sequence[str]) -> list[PlannedUnit]:
+    """Re-plan a job and keep the units with these keys (for retries)."""
+    wanted = set(keys)
+    return [u for u in plan_request(request, arch) if u.spec.key() in wanted]
 
 
 def batches(specs: Sequence[RenderSpec], batch_size: int) -> list[list[RenderSpec]]:

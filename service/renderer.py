@@ -1,8 +1,8 @@
-"""Render batches of specs with a loaded network and file the results.
+"""A network loaded once on its device, rendering batches and filing results.
 
 A `Renderer` holds what is expensive to make (the network on its device, the
-architecture, the precision decision) and is reused for every batch; the CLI
-holds one, a worker process holds one per model.
+precision decision) and is reused for every batch; the CLI holds one, a
+worker process holds one per model.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import torchvision
 
 from service import engine, layout, precision
+from service.devices import default_device, device_name
 from service.engine import BatchResult
 from service.images import png_bytes
 from service.precision import GuardReport
@@ -25,11 +26,7 @@ from service.storage import Store
 from service.zoo import ModelEntry, WeightsConfig, load_network
 
 ProgressFn = Callable[[int, int], None]
-DREAMFARM_VERSION = "0.1.0"
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DREAMFARM_VERSION = "0.2.0"
 
 
 def versions() -> dict[str, str]:
@@ -41,34 +38,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@dataclass
-class StoredRender:
-    spec: RenderSpec
-    png_key: str
-    sidecar_key: str
-    sidecar: dict[str, object]
-
-
 @dataclass
 class Renderer:
     entry: ModelEntry
     device: torch.device = field(default_factory=default_device)
     random_weights: bool = False
     weights: WeightsConfig = field(default_factory=WeightsConfig)
-    precision: str = "auto"
     guard_report: GuardReport | None = None
 
     def __post_init__(self) -> None:
@@ -88,8 +63,7 @@ class Renderer:
         return self.guard_report
 
     def resolved_precision(self, spec: RenderSpec) -> str:
-        requested = spec.precision if spec.precision != "auto" else self.precision
-        return precision.resolve(requested, self.device, self.guard_report)
+        return precision.resolve(spec.precision, self.device, self.guard_report)
 
     def render(self, specs: Sequence[RenderSpec], progress: ProgressFn | None = None) -> BatchResult:
         return engine.render(
@@ -102,6 +76,7 @@ class Renderer:
             "key": spec.key(),
             "spec": spec.model_dump(mode="json"),
             "label": label,
+            "png": layout.render_png_key(spec),
             "activation": float(result.activation[i]),
             "prior": float(result.prior[i]),
             "objective": float(result.prior[i] - result.activation[i]),
@@ -119,16 +94,9 @@ class Renderer:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def store_result(
-        self, store: Store, specs: Sequence[RenderSpec], result: BatchResult, labels: Sequence[str | None]
-    ) -> list[StoredRender]:
-        """PNG first, sidecar last: the sidecar is what marks a render done."""
-        out = []
-        for i, spec in enumerate(specs):
-            png_key, side_key = layout.render_png_key(spec), layout.render_sidecar_key(spec)
-            side = self.sidecar(spec, result, i, labels[i])
-            side["png"] = png_key
-            store.put(png_key, png_bytes(result.display[i]), "image/png", {"render-key": spec.key()})
-            store.put(side_key, canonical_json(side).encode(), "application/json", {"render-key": spec.key()})
-            out.append(StoredRender(spec, png_key, side_key, side))
-        return out
+    def store_one(self, store: Store, spec: RenderSpec, result: BatchResult, i: int, label: str | None) -> None:
+        """Image `i` of `result`: PNG first, sidecar last (the sidecar is what marks a render done)."""
+        side = self.sidecar(spec, result, i, label)
+        meta = {"render-key": spec.key()}
+        store.put(layout.render_png_key(spec), png_bytes(result.display[i]), "image/png", meta)
+        store.put(layout.render_sidecar_key(spec), canonical_json(side).encode(), "application/json", meta)

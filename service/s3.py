@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.errors import StorageError, one_line
+from service.errors import ObjectMissing, StorageError, one_line
 from service.storage import check_key
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ class S3Store:
             body: bytes = resp["Body"].read()
         except ClientError as e:
             if _is_not_found(e) and _code(e) != "NoSuchBucket":
-                raise StorageError(f"no object {key!r} in bucket {self.bucket!r}") from e
+                raise ObjectMissing(f"no object {key!r} in bucket {self.bucket!r}") from e
             self._fail("get", key, e)
         except BotoCoreError as e:
             self._fail("get", key, e)

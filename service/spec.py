@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
 # Bump whenever the engine's numerics change, so old renders are not reused as
 # if they had been made by the new engine.
@@ -34,14 +33,7 @@ class PriorTerm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: PriorName
-    weight: float = 1.0
-
-    @field_validator("weight")
-    @classmethod
-    def _finite_non_negative(cls, v: float) -> float:
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"prior weight must be a finite number >= 0, got {v}")
-        return float(v)
+    weight: FiniteFloat = Field(1.0, ge=0)
 
 
 DEFAULT_PRIOR: tuple[PriorTerm, ...] = (PriorTerm(name="edge_energy", weight=1.0),)
@@ -54,17 +46,10 @@ class Recipe(BaseModel):
 
     prior: tuple[PriorTerm, ...] = DEFAULT_PRIOR
     steps: int = Field(250, ge=1, le=MAX_STEPS)
-    lr: float = Field(0.1, gt=0, le=100)
+    lr: FiniteFloat = Field(0.1, gt=0, le=100)
     size: int = Field(224, ge=MIN_SIZE, le=MAX_SIZE)
-    init_scale: float = Field(0.01, ge=0, le=10)
+    init_scale: FiniteFloat = Field(0.01, ge=0, le=10)
     precision: Precision = "auto"
-
-    @field_validator("lr", "init_scale")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return float(v)
 
     @field_validator("prior")
     @classmethod

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from service.errors import StorageError
+from service.errors import ObjectMissing, StorageError
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
@@ -70,7 +70,7 @@ class LocalStore:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
-            raise StorageError(f"no object {key!r} in {self.root}") from None
+            raise ObjectMissing(f"no object {key!r} in {self.root}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

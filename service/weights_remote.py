@@ -8,12 +8,14 @@ once; the file is then checked against its expected sha256 like any other
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from service.config import Settings
 from service.errors import StorageError, WeightsError
 from service.s3 import S3Store
 from service.storage import Store, check_key, write_atomically
+from service.zoo import WeightsConfig
 from service.zoo.weights import Fetcher
 
 
@@ -55,3 +57,17 @@ def download(store: Store, key: str, cache_dir: Path) -> Path:
     if fetched is None:
         raise StorageError(f"no weights object {key!r} in the bucket")
     return fetched
+
+
+def weights_config(settings: Settings, *, path: str | None = None, torch_home: str | None = None) -> WeightsConfig:
+    """Where this process finds weights: an explicit file or `s3://bucket/key`
+    (fetched once into the cache), TORCH_HOME, DREAMFARM_WEIGHTS_DIR, and as
+    a last resort DREAMFARM_WEIGHTS_URL (a bucket prefix of checkpoints)."""
+    if path and path.startswith("s3://"):
+        store, key, cache = from_settings(settings, path)
+        path = str(download(store, key, cache))
+    remote: dict[str, Any] = {}
+    if settings.weights_url:
+        store, prefix, cache = from_settings(settings, settings.weights_url)
+        remote = {"remote": bucket_fetcher(store, prefix, cache), "remote_name": settings.weights_url}
+    return WeightsConfig(path=path, torch_home=torch_home, weights_dir=settings.weights_dir, **remote)

@@ -1,18 +1,19 @@
-"""Helpers for tests that drive the whole service over HTTP."""
+"""Helpers for tests that drive the whole service over HTTP. What happened is
+read from what a user sees: the API (job status, renders, events), Redis and
+the bucket, never from log wording."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import redis
 
-from cli.stack import LocalStack
-
-QUEUE = "render"
+from devstack import LocalStack
+from service.contract import QUEUE
 
 
 def client(stack: LocalStack, token: str | None = "default") -> httpx.Client:
@@ -37,14 +38,38 @@ def wait_for(http: httpx.Client, job_id: str, timeout: float = 240, atlas: bool 
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {status}")
 
 
-def renders_made(stack: LocalStack) -> Counter[str]:
-    """How often each render key (first 12 hex digits) was actually rendered
-    and uploaded, from every worker's log ('unit=… key=… done' lines)."""
-    seen: Counter[str] = Counter()
-    for log in (stack.root / "logs").glob("worker*.log"):
-        for m in re.finditer(r"key=([0-9a-f]{12}) done", log.read_text()):
-            seen[m.group(1)] += 1
-    return seen
+def events(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """Every event of a job, oldest first (GET /v1/jobs/{id}/events, all pages)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        page = http.get(f"/v1/jobs/{job_id}/events", params={"offset": len(out), "limit": 5000}).json()
+        out += page["items"]
+        if not page["items"] or len(out) >= page["total"]:
+            return out
+
+
+def wait_event(
+    http: httpx.Client, job_id: str, match: Callable[[dict[str, Any]], bool], timeout: float = 120
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in events(http, job_id) if match(e)]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no such event for job {job_id} in {timeout}s: {events(http, job_id)[-20:]}")
+
+
+def renders_made(http: httpx.Client, job_id: str) -> Counter[str]:
+    """How often each render key was rendered and uploaded for this job."""
+    return Counter(e["key"] for e in events(http, job_id) if e["type"] == "unit_rendered")
+
+
+def renders_by_worker(http: httpx.Client, job_id: str) -> Counter[str]:
+    """Renders uploaded per worker name (each batch's worker is in its batch_started event)."""
+    evs = events(http, job_id)
+    worker_of = {e["batch"]: e["worker"] for e in evs if e["type"] == "batch_started"}
+    return Counter(worker_of.get(e["batch"]) for e in evs if e["type"] == "unit_rendered")
 
 
 def small_job(units: list[Any], **kw: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.local_stack import RedisServer, SeaweedS3
+from devstack import RedisServer, SeaweedS3
 from service.s3 import S3Store
 
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from cli.stack import LocalStack  # noqa: E402
+from devstack import LocalStack  # noqa: E402
 from service.config import Settings  # noqa: E402
 from tests.service_helpers import small_job  # noqa: E402
 

@@ -19,11 +19,15 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
-import api.app as api_app
-from cli.stack import LocalStack
+import api.security
+from api.app import create_app
+from api.deps import Services
+from devstack import LocalStack
 from service.config import Settings
 from service.errors import StorageError
-from service.jobs import JobRequest, JobStore, plan_job
+from service.jobstore import JobStore
+from service.planning import plan_job
+from service.request import JobRequest
 from service.storage import LocalStore, check_key
 from service.zoo import Architecture, Registry
 from tests.service_helpers import queue_length, small_job
@@ -203,8 +207,8 @@ def _no_tokens_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _app(tmp_path: Path, **settings: Any) -> TestClient:
     s = Settings(**settings)
-    services = api_app.Services(s, store=LocalStore(tmp_path))  # never reaches Redis in these tests
-    return TestClient(api_app.create_app(s, services), raise_server_exceptions=False)
+    services = Services(s, store=LocalStore(tmp_path))  # never reaches Redis in these tests
+    return TestClient(create_app(s, services), raise_server_exceptions=False)
 
 
 def test_a_server_without_tokens_accepts_no_writes(tmp_path: Path) -> None:
@@ -217,13 +221,13 @@ def test_a_server_without_tokens_accepts_no_writes(tmp_path: Path) -> None:
 
 def test_tokens_are_compared_in_constant_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[bytes, bytes]] = []
-    real = api_app.hmac.compare_digest
+    real = api.security.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(api_app.hmac, "compare_digest", spy)
+    monkeypatch.setattr(api.security.hmac, "compare_digest", spy)
     tenants = {f"t{i}": SecretStr(f"token-{i}-" + "x" * i) for i in range(5)}
     c = _app(tmp_path, api_tokens=tenants, protect_reads=True)
     for given in ("token-0-", "token-4-xxxx", "nope", "x" * 500):

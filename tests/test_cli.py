@@ -88,7 +88,7 @@ def test_errors_are_one_line_and_exit_nonzero(
 
 
 def test_worker_launcher_pins_one_process_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.service_commands import _gpu_ids
+    from cli.server_cmds import gpu_ids as _gpu_ids
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
     assert _gpu_ids("auto") == ["0", "2"]

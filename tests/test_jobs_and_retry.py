@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack import RedisServer
 from service.errors import StorageError
-from service.jobs import JobRequest, JobStore, plan_job
-from service.local_stack import RedisServer
+from service.jobstore import JobStore
+from service.planning import plan_job
+from service.request import JobRequest
 from service.retry import backoff_delays, with_retries
 from service.splitting import InjectedOutOfMemory, render_splitting
 from service.storage import LocalStore

@@ -17,14 +17,9 @@ import pytest
 import redis
 from botocore.exceptions import ClientError
 
-from service.local_stack import (
-    LocalStackError,
-    RedisServer,
-    SeaweedS3,
-    find_redis_server,
-    find_weed,
-    free_port,
-)
+from devstack import LocalStackError, RedisServer, SeaweedS3, free_port
+from devstack.redis_server import find_redis_server
+from devstack.seaweed import find_weed
 from tests.stack_fixtures import redis_server, s3_store, seaweed  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -147,7 +142,7 @@ def test_servers_die_with_the_interpreter(tmp_path: Path) -> None:
     """A forgotten stop() (a crashed test run) must not leave servers behind."""
     script = (
         "import sys\n"
-        "from service.local_stack import RedisServer\n"
+        "from devstack import RedisServer\n"
         f"srv = RedisServer(data_dir={str(tmp_path / 'r')!r}).start()\n"
         "print(srv.pid, srv.port, flush=True)\n"
     )

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from devstack import SeaweedS3
 from service.config import Settings
 from service.errors import StorageError
-from service.local_stack import SeaweedS3
 from service.s3 import METADATA_BUDGET, S3Store, fit_metadata
 from service.storage import Store
 from tests.stack_fixtures import redis_server, s3_store, seaweed, store_for  # noqa: F401

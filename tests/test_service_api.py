@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.stack import LocalStack
+from devstack import LocalStack
 from tests.service_helpers import client, queue_length, small_job
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,10 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from service.config import Settings
-
-QUEUE = "render"
-RENDER_TASK = "dreamfarm.render_batch"
-ATLAS_TASK = "dreamfarm.build_atlas"
+from service.contract import ATLAS_TASK, QUEUE, RENDER_TASK
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

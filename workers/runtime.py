@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
-from typing import Any
+from functools import cache, cached_property
 
 import torch
 
-from service import precision_cache
 from service.config import Settings
-from service.jobs import JobStore
-from service.precision import bfloat16_is_fast
-from service.renderer import Renderer, device_name
+from service.devices import default_device, device_name
+from service.jobstore import JobStore
+from service.renderer import Renderer
+from service.retry import RetryingStore, RetryPolicy
 from service.s3 import S3Store
 from service.spec import RenderSpec
-from service.weights_remote import bucket_fetcher
-from service.weights_remote import from_settings as remote_from_settings
-from service.zoo import Registry, WeightsConfig
+from service.weights_remote import weights_config
+from service.zoo import Registry
 
 log = logging.getLogger("dreamfarm.worker")
 
@@ -30,54 +29,44 @@ log = logging.getLogger("dreamfarm.worker")
 @dataclass
 class Runtime:
     settings: Settings
-    store: S3Store
+    bucket: S3Store
     jobs: JobStore
     registry: Registry = field(default_factory=Registry)
     renderers: dict[tuple[str, bool], Renderer] = field(default_factory=dict)
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(s.storage_retries, s.storage_backoff_s, s.storage_backoff_cap_s)
+
+    def store(self, on_retry: Callable[[str, int, BaseException, float], None] | None = None) -> RetryingStore:
+        """The bucket, every call retried with backoff; `on_retry` hears of each retry."""
+
+        def note(what: str, n: int, exc: BaseException, delay: float) -> None:
+            log.warning("storage error (%s), retry %d in %.1fs: %s", what, n, delay, exc)
+            if on_retry is not None:
+                on_retry(what, n, exc, delay)
+
+        return RetryingStore(self.bucket, self.retry_policy, on_retry=note)
+
+    @cached_property
     def device(self) -> torch.device:
-        if self.settings.device:
-            return torch.device(self.settings.device)
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        return default_device(self.settings.device)
 
     def renderer(self, spec: RenderSpec) -> Renderer:
         key = (spec.model, spec.random_weights)
         if key not in self.renderers:
             if self.device.type == "cuda":
                 torch.backends.cudnn.benchmark = True  # fixed shapes per batch: fastest kernels
-            weights = WeightsConfig(torch_home=self.settings.torch_home or os.environ.get("TORCH_HOME"),
-                                    weights_dir=self.settings.weights_dir, **self._remote_weights())  # fmt: skip
+            weights = weights_config(self.settings, torch_home=self.settings.torch_home or os.environ.get("TORCH_HOME"))
             r = Renderer(self.registry.get(spec.model), device=self.device, random_weights=spec.random_weights,
                          weights=weights)  # fmt: skip
             log.info("loaded %s on %s in %.1fs", spec.model, device_name(self.device), r.load_seconds)
             self.renderers[key] = r
         return self.renderers[key]
 
-    def _remote_weights(self) -> dict[str, Any]:
-        url = self.settings.weights_url
-        if not url:
-            return {}
-        store, prefix, cache = remote_from_settings(self.settings, url)
-        return {"remote": bucket_fetcher(store, prefix, cache), "remote_name": url}
-
-    def prepare_precision(self, renderer: Renderer, specs: list[RenderSpec]) -> None:
-        """For 'auto' on a device with fast bf16: a cached guard verdict, or run the guard once."""
-        spec = specs[0]
-        if spec.precision != "auto" or not bfloat16_is_fast(self.device):
-            return
-        dname = device_name(self.device)
-        report = precision_cache.load(spec.model, spec.layer, dname, spec.random_weights)
-        if report is None:
-            probe = [s.model_copy(update={"steps": 64, "size": min(s.size, 160)}) for s in specs[:4]]
-            report = renderer.run_guard(probe)
-            precision_cache.save(spec.model, spec.layer, dname, spec.random_weights, report)
-            log.info("bf16 guard for %s %s on %s: %s", spec.model, spec.layer, dname, report.reason)
-        renderer.guard_report = report
-
 
 @cache
 def runtime() -> Runtime:
-    settings = Settings()
-    store = S3Store.from_settings(settings)
-    return Runtime(settings=settings, store=store, jobs=JobStore.from_url(settings.redis_url))
+    s = Settings()
+    return Runtime(settings=s, bucket=S3Store.from_settings(s), jobs=JobStore.from_url(s.redis_url))

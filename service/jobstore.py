@@ -1,179 +1,34 @@
-"""Jobs: the request body, planning (expand, dedupe against the bucket, batch)
-and job records in Redis.
+"""Job records in Redis.
 
-Job records live in Redis under `dreamfarm:job:<id>…` (not in Celery's result
-backend, which expires), so they survive an API restart; with Redis's
-append-only file they survive a Redis restart too. A finished job's record is
-also written to the bucket (`jobs/<id>.json`).
+Records live under `dreamfarm:job:<id>…` (not in Celery's result backend,
+which expires), so they survive an API restart; with Redis's append-only file
+they survive a Redis restart too. A finished job's record is also written to
+the bucket (`jobs/<id>.json`).
 
 Unit state changes go through one Lua script, so that concurrent workers
-count every unit once and exactly one of them sees the job finish.
+count every unit once and exactly one of them sees the job finish. Each job
+also keeps a short log of structured events (batch started, unit rendered or
+found in the bucket, out-of-memory splits, failures), which the API serves.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
-import secrets
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
 import redis
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from service import layout
-from service.errors import BadPrior, BadUnit, DreamfarmError, one_line
-from service.planning import PlannedUnit, UnitRange, UnitSelection, batches, plan
-from service.spec import MAX_SIZE, MAX_STEPS, PriorName, Recipe, RenderSpec, UnitKind
-from service.storage import Store
-from service.zoo import Architecture
+from service.contract import JOB_ID
+from service.errors import DreamfarmError
+from service.planning import JobPlan
 
 PREFIX = "dreamfarm"
-JOB_ID = re.compile(r"^[a-z0-9]{8,40}$")
-
-
-def printable(v: str) -> str:
-    """Refuse text that would break a log line or a terminal: control and
-    format characters, line separators, lone surrogates (the pattern in the
-    schema catches only ASCII controls)."""
-    if not v.isprintable():
-        bad = next(ch for ch in v if not ch.isprintable())
-        raise ValueError(f"must be printable text, without control or separator characters (found U+{ord(bad):04X})")
-    return v
-
-
-ClassName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(printable)
-]
-Title = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"), AfterValidator(printable)]
-
 FINAL_STATES = ("done", "done_with_failures", "cancelled")
-
-
-class PriorIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: PriorName
-    weight: float = Field(1.0, ge=0, le=1e6)
-
-    @field_validator("weight")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
-
-
-class UnitRangeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    start: int = Field(ge=0, le=10**7)
-    stop: int = Field(ge=1, le=10**7)
-
-
-class JobRequest(BaseModel):
-    """A render job as clients submit it. Every field but model, layer and
-    units has the lecture's default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
-    layer: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")
-    units: list[Annotated[int, Field(ge=0, le=10**7)] | ClassName] | UnitRangeIn | Literal["all"]
-    kind: UnitKind | None = None
-    position: tuple[Annotated[int, Field(ge=0, le=4096)], Annotated[int, Field(ge=0, le=4096)]] | None = None
-    prior: list[PriorIn] = Field(default_factory=lambda: [PriorIn(name="edge_energy", weight=1.0)], max_length=4)
-    steps: int = Field(250, ge=1, le=MAX_STEPS)
-    lr: float = Field(0.1, gt=0, le=100)
-    size: int | None = Field(None, ge=16, le=MAX_SIZE)
-    seed: int = Field(0, ge=0, le=2**63 - 1)
-    init_scale: float = Field(0.01, ge=0, le=10)
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    random_weights: bool = False
-    batch_size: int | None = Field(None, ge=1, le=1024)
-    title: Title | None = None
-
-    @field_validator("prior")
-    @classmethod
-    def _distinct_priors(cls, v: list[PriorIn]) -> list[PriorIn]:
-        names = [p.name for p in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"each prior term may appear once; repeated: {', '.join(dupes)}")
-        return v
-
-    @field_validator("lr", "init_scale")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
-
-    @field_validator("units")
-    @classmethod
-    def _not_empty(cls, v: object) -> object:
-        if isinstance(v, list) and not v:
-            raise ValueError("give at least one unit, a range {start, stop} or 'all'")
-        return v
-
-    def selection(self) -> UnitSelection:
-        if isinstance(self.units, UnitRangeIn):
-            if self.units.stop <= self.units.start:
-                raise BadUnit(f"empty unit range: stop ({self.units.stop}) must be > start ({self.units.start})")
-            return UnitRange(self.units.start, self.units.stop)
-        return self.units
-
-    def recipe(self, default_size: int) -> Recipe:
-        from service.spec import PriorTerm
-
-        try:
-            return Recipe(
-                prior=tuple(PriorTerm(name=p.name, weight=p.weight) for p in self.prior),
-                steps=self.steps, lr=self.lr, size=self.size or default_size, init_scale=self.init_scale,
-                precision=self.precision,
-            )  # fmt: skip
-        except ValidationError as exc:
-            errors = exc.errors()
-            where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
-            msg = errors[0]["msg"] if errors else str(exc)
-            cls = BadPrior if where.startswith("prior") else DreamfarmError
-            raise cls(one_line(f"{where or 'request'}: {msg}"), field=where or None) from None
-
-
-@dataclass
-class JobPlan:
-    job_id: str
-    request: JobRequest
-    units: list[PlannedUnit]
-    cached: set[str]
-    batches: list[list[RenderSpec]]
-
-
-def new_job_id() -> str:
-    return secrets.token_hex(8)
-
-
-def existing_sidecars(store: Store, prefix: str) -> set[str]:
-    """Keys of every sidecar under a model/layer: one listing, not one request
-    per unit (1000 HEADs would take seconds; a listing is a few pages)."""
-    return {k for k in store.list(prefix) if k.endswith(".json")}
-
-
-def plan_job(
-    request: JobRequest, arch: Architecture, store: Store, *, batch_size: int, max_units: int | None = None
-) -> JobPlan:
-    recipe = request.recipe(arch.entry.input_size)
-    units = plan(
-        arch, layer=request.layer, units=request.selection(), recipe=recipe, kind=request.kind, seed=request.seed,
-        random_weights=request.random_weights, position=request.position,
-    )  # fmt: skip
-    if max_units is not None and len(units) > max_units:
-        raise BadUnit(f"{len(units)} units in one job; the limit is {max_units} (split the job)")
-    present = existing_sidecars(store, layout.layer_prefix(units[0].spec)) if units else set()
-    cached = {u.spec.key() for u in units if layout.render_sidecar_key(u.spec) in present}
-    todo = [u.spec for u in units if u.spec.key() not in cached]
-    return JobPlan(new_job_id(), request, units, cached, batches(todo, request.batch_size or batch_size))
+#: Events kept per job (the oldest are dropped first).
+MAX_EVENTS = 20_000
 
 
 _MARK = """
@@ -197,8 +52,14 @@ if n_done + n_failed + cached >= total and state ~= 'cancelled' then
   if redis.call('HSETNX', job, 'finished_at', ARGV[4]) == 1 then
     if n_failed > 0 then redis.call('HSET', job, 'state', 'done_with_failures')
     else redis.call('HSET', job, 'state', 'done') end
-    return 1
   end
+end
+-- 1 exactly once per finish: the caller asks for the atlas. A caller whose
+-- request failed gives the claim back (atlas_unclaim) and a later record of
+-- any unit (a redelivery) claims it again.
+state = redis.call('HGET', job, 'state')
+if (state == 'done' or state == 'done_with_failures') and redis.call('HEXISTS', job, 'atlas_key') == 0 then
+  return redis.call('HSETNX', job, 'atlas_requested', ARGV[4])
 end
 return 0
 """
@@ -255,6 +116,9 @@ class JobStore:
         pipe.zadd(f"{PREFIX}:jobs", {p.job_id: float(now)})
         if not p.batches:  # everything cached: done at once
             pipe.hset(self._k(p.job_id), mapping={"state": "done", "finished_at": now})
+        pipe.rpush(self._k(p.job_id, "events"), json.dumps(
+            {"at": round(float(now), 3), "type": "submitted", "units": len(p.units), "cached": len(p.cached),
+             "batches": len(p.batches)}, sort_keys=True))  # fmt: skip
         pipe.execute()
 
     def exists(self, job_id: str) -> bool:
@@ -267,10 +131,14 @@ class JobStore:
         return self.r.hget(self._k(job_id), "state")  # type: ignore[return-value]
 
     def mark(self, job_id: str, key: str, ok: bool, reason: str = "", batch_id: str = "") -> bool:
-        """Record a unit's outcome; True exactly once: when this call finished the job."""
+        """Record a unit's outcome; True exactly once per finish of the job: the
+        caller then asks for its atlas (or gives the claim back, `atlas_unclaim`)."""
         keys = [self._k(job_id), self._k(job_id, "done"), self._k(job_id, "failed"), self._k(job_id, "progress")]
         out = self._mark(keys=keys, args=[key, "done" if ok else "failed", reason[:500], str(time.time()), batch_id])
         return int(out) == 1  # type: ignore[arg-type]
+
+    def atlas_unclaim(self, job_id: str) -> None:
+        self.r.hdel(self._k(job_id), "atlas_requested")
 
     def start(self, job_id: str) -> str | None:
         """A worker begins one of the job's batches; returns the job's state."""
@@ -286,6 +154,7 @@ class JobStore:
         if state in FINAL_STATES:
             return False
         self.r.hset(self._k(job_id), mapping={"state": "cancelled", "finished_at": str(time.time())})
+        self.add_event(job_id, "cancelled")
         return True
 
     def set_fields(self, job_id: str, **fields: str) -> None:
@@ -341,7 +210,7 @@ class JobStore:
     def reopen(self, job_id: str) -> None:
         """For a retry of failed units: the job runs again until they finish."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.hdel(self._k(job_id), "finished_at", "atlas_key")
+        pipe.hdel(self._k(job_id), "finished_at", "atlas_key", "atlas_requested")
         pipe.hset(self._k(job_id), mapping={"state": "running", "updated_at": str(time.time())})
         pipe.delete(self._k(job_id, "failed"))
         pipe.execute()
@@ -349,13 +218,44 @@ class JobStore:
     def ping(self) -> None:
         self.r.ping()
 
+    # Events: what happened to a job, as structured records (never log text).
 
-def specs_for_keys(request: JobRequest, arch: Architecture, keys: Sequence[str]) -> list[PlannedUnit]:
-    """Re-plan a job and keep the units with these keys (for retries)."""
-    recipe = request.recipe(arch.entry.input_size)
-    units = plan(
-        arch, layer=request.layer, units=request.selection(), recipe=recipe, kind=request.kind, seed=request.seed,
-        random_weights=request.random_weights, position=request.position,
-    )  # fmt: skip
-    wanted = set(keys)
-    return [u for u in units if u.spec.key() in wanted]
+    def add_event(self, job_id: str, kind: str, **fields: str | int | float | None) -> None:
+        event = json.dumps({"at": round(time.time(), 3), "type": kind, **fields}, sort_keys=True)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.rpush(self._k(job_id, "events"), event)
+        pipe.ltrim(self._k(job_id, "events"), -MAX_EVENTS, -1)
+        pipe.execute()
+
+    def events(self, job_id: str, offset: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        raw = self.r.lrange(self._k(job_id, "events"), offset, offset + limit - 1)
+        return [json.loads(e) for e in raw]  # type: ignore[union-attr]
+
+    def event_count(self, job_id: str) -> int:
+        return int(self.r.llen(self._k(job_id, "events")))  # type: ignore[arg-type]
+
+    # Each tenant's jobs in flight (service.quota decides what counts).
+
+    @staticmethod
+    def _inflight(tenant: str) -> str:
+        return f"{PREFIX}:tenant:{tenant}:inflight"
+
+    def inflight_add(self, tenant: str, job_id: str, at: float) -> None:
+        self.r.zadd(self._inflight(tenant), {job_id: at})
+
+    def inflight(self, tenant: str) -> list[tuple[str, float, str | None]]:
+        """(job id, when it was added, the job's state or None) for each member."""
+        members: list[tuple[str, float]] = self.r.zrange(self._inflight(tenant), 0, -1, withscores=True)  # type: ignore[assignment]
+        pipe = self.r.pipeline(transaction=False)
+        for member, _ in members:
+            pipe.hget(f"{PREFIX}:job:{member}", "state")
+        states = pipe.execute()
+        return [(m, added, state) for (m, added), state in zip(members, states)]
+
+    def inflight_remove(self, tenant: str, *job_ids: str) -> None:
+        if job_ids:
+            self.r.zrem(self._inflight(tenant), *job_ids)
+
+    def recent_jobs(self, limit: int = 100) -> list[str]:
+        """The newest job ids first."""
+        return list(self.r.zrevrange(f"{PREFIX}:jobs", 0, limit - 1))  # type: ignore[arg-type]

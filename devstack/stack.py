@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from service.local_stack import RedisServer, SeaweedS3, free_port
-
-HOST = "127.0.0.1"
+from devstack.process import HOST, Child, free_port
+from devstack.redis_server import RedisServer
+from devstack.seaweed import SeaweedS3
+from service.contract import QUEUE
 
 
 def worker_argv(name: str, loglevel: str = "info") -> list[str]:
@@ -29,29 +27,32 @@ def worker_argv(name: str, loglevel: str = "info") -> list[str]:
     # stays loaded, SIGTERM lets the running batch finish (warm shutdown), and
     # a SIGKILL leaves the batch unacked for another worker to take over.
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool", "solo",
-            "--concurrency", "1", "-Q", "render", "-n", name, "-l", loglevel,
+            "--concurrency", "1", "-Q", QUEUE, "-n", name, "-l", loglevel,
             "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
 
 
 class LocalStack:
     def __init__(
         self, root: Path, *, workers: int = 1, api_port: int | None = None, token: str | None = None,
-        extra_env: dict[str, str] | None = None, quiet: bool = True,
+        extra_env: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
         self.root = root.resolve()
         self.n_workers = workers
         self.api_port = api_port or free_port()
         self.token = token or secrets.token_urlsafe(24)
         self.extra_env = extra_env or {}
-        self.quiet = quiet
         self.redis = RedisServer(data_dir=self.root / "redis")
         self.s3 = SeaweedS3(data_dir=self.root / "s3")
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[Child] = []
+        self.api: Child | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -67,11 +68,6 @@ class LocalStack:
         })  # fmt: skip
         return env
 
-    def _log(self, name: str) -> int:
-        logs = self.root / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        return os.open(logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
     def start(self, timeout: float = 60) -> LocalStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.redis.start()
@@ -82,40 +78,29 @@ class LocalStack:
         self.write_state()
         return self
 
-    def start_worker(self, i: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        wenv = {**self.env(), **(env or {})}
-        log = self._log(f"worker{i}")
-        proc = subprocess.Popen(worker_argv(f"worker{i}@{HOST}"), env=wenv, stdout=log, stderr=log,
-                                start_new_session=True)  # fmt: skip
-        os.close(log)
+    def start_worker(self, i: int, env: dict[str, str] | None = None) -> Child:
+        worker = Child(f"worker{i}", worker_argv(f"worker{i}@{HOST}"), {**self.env(), **(env or {})},
+                       self.logs / f"worker{i}.log").start()  # fmt: skip
         if i < len(self.workers):
-            self.workers[i] = proc
+            self.workers[i] = worker
         else:
-            self.workers.append(proc)
-        return proc
+            self.workers.append(worker)
+        return worker
 
     def start_api(self, timeout: float = 60) -> None:
-        log = self._log("api")
-        self.api = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "api", "--host", HOST, "--port", str(self.api_port)],
-            env=self.env(), stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
-        os.close(log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api.poll() is not None:
-                raise RuntimeError(f"the API exited at start; see {self.root / 'logs' / 'api.log'}")
-            try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"the API did not become ready in {timeout:.0f}s; see {self.root / 'logs' / 'api.log'}")
+        argv = [sys.executable, "-m", "cli.main", "api", "--host", HOST, "--port", str(self.api_port)]
+        self.api = Child("api", argv, self.env(), self.logs / "api.log", port=self.api_port, ready=self._api_ready)
+        self.api.start(timeout)
+
+    def _api_ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop_api(self) -> None:
         if self.api is not None:
-            _stop(self.api, 10)
+            self.api.stop(10)
             self.api = None
 
     def write_state(self) -> None:
@@ -129,7 +114,7 @@ class LocalStack:
     def stop(self) -> None:
         self.stop_api()
         for w in self.workers:
-            _stop(w, 30)
+            w.stop(30)
         self.workers = []
         self.s3.stop()
         self.redis.stop()
@@ -142,20 +127,6 @@ class LocalStack:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:  # fmt: skip
         self.stop()
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 def read_state(root: Path) -> dict[str, str] | None:

@@ -1,0 +1,65 @@
+"""ASGI middleware: the request body size limit."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with 413, whether the client
+    says its length (Content-Length) or streams it (chunked), reading at most
+    `limit` bytes plus one chunk of it. The body read is handed on to the app
+    as one message."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and not length.strip().isdigit():
+            await error_response(400, "malformed Content-Length header")(scope, receive, send)
+            return
+        if length is not None and int(length) > self.limit:
+            await self._too_large(str(int(length)))(scope, receive, send)
+            return
+        body = await self._read(receive)
+        if body is None:
+            await self._too_large(f"over {self.limit}")(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes the limit."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return None
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        return b"".join(chunks)
+
+    def _too_large(self, size: str) -> ASGIApp:
+        return error_response(413, f"request body too large: {size} bytes, the limit is {self.limit} bytes",
+                              headers={"Connection": "close"})  # fmt: skip

@@ -1,0 +1,124 @@
+"""`dreamfarm submit | status | fetch`: the API from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from cli.args import add_render_args, request_from_args
+from cli.client import Client, add_client_args
+
+FINAL = ("done", "done_with_failures", "cancelled")
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser("submit", help="submit a render job to the API")
+    add_render_args(s)
+    add_client_args(s)
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--title", default=None)
+    s.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+    s.set_defaults(func=cmd_submit)
+
+    st = sub.add_parser("status", help="a job's state and counts")
+    st.add_argument("job")
+    add_client_args(st)
+    st.set_defaults(func=cmd_status)
+
+    f = sub.add_parser("fetch", help="download a job's renders, sidecars and atlas")
+    f.add_argument("job")
+    f.add_argument("--out", required=True)
+    add_client_args(f)
+    f.set_defaults(func=cmd_fetch)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    body = request_from_args(args).model_dump(mode="json", exclude_none=True)
+    accepted = client.call("POST", "/v1/jobs", json=body)
+    print(f"job {accepted['id']}: {accepted['units']} units, {accepted['cached']} cached, "
+          f"{accepted['enqueued_batches']} batches enqueued", file=sys.stderr)  # fmt: skip
+    print(accepted["id"])
+    if not args.wait:
+        return 0
+    return report(follow(client, accepted["id"]))
+
+
+def follow(client: Client, job_id: str, *, quiet: bool = False, poll_s: float = 0.5) -> dict[str, Any]:
+    """Poll a job until it ends (and its atlas is written), with a progress bar in units."""
+    status = client.call("GET", f"/v1/jobs/{job_id}")
+    total = status["totals"]["units"]
+    bar = tqdm(total=total, unit="unit", disable=quiet, file=sys.stderr, desc=f"job {job_id}",
+               bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} units [{elapsed}<{remaining}] {postfix}")  # fmt: skip
+    final_since: float | None = None
+    while True:
+        bar.n = round(status["progress"] * total, 1)
+        t = status["totals"]
+        bar.set_postfix_str(f"{status['state']}, {t['done']} done, {t['cached']} cached, {t['failed']} failed")
+        bar.refresh()
+        if status["state"] in FINAL:
+            final_since = final_since or time.monotonic()
+            # The atlas follows the last unit within seconds; do not wait forever for it.
+            if status["atlas_key"] or status["state"] == "cancelled" or time.monotonic() - final_since > 60:
+                break
+        time.sleep(poll_s)
+        status = client.call("GET", f"/v1/jobs/{job_id}")
+    bar.close()
+    return dict(status)
+
+
+def report(status: dict[str, Any]) -> int:
+    for f in status["failures"]:
+        print(f"  failed {f['key'][:12]}: {f['error']}", file=sys.stderr)
+    print(f"job {status['id']}: {status['state']}", file=sys.stderr)
+    return 0 if status["state"] == "done" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = Client.from_args(args).call("GET", f"/v1/jobs/{args.job}")
+    t = status["totals"]
+    print(
+        f"{status['id']}  {status['state']}  {status['progress']:.0%}  {status['model']} {status['layer']}  "
+        f"units {t['units']}: {t['done']} done, {t['cached']} cached, {t['failed']} failed, {t['pending']} pending"
+    )
+    for f in status["failures"]:
+        print(f"  failed {f['key'][:12]}: {f['error']}")
+    if status.get("atlas_url"):
+        print(f"  atlas: {status['atlas_url']}")
+    return 0
+
+
+def fetch(client: Client, job_id: str, out: Path, quiet: bool = False) -> int:
+    """Download every finished render (PNG and sidecar, bucket layout kept)
+    and the atlas with its manifest; returns the number of renders."""
+    status = client.call("GET", f"/v1/jobs/{job_id}")
+    n = 0
+    offset: int | None = 0
+    bar = tqdm(total=status["totals"]["units"], unit="render", disable=quiet, file=sys.stderr, desc="fetch")
+    while offset is not None:
+        page = client.call("GET", f"/v1/jobs/{job_id}/renders", params={"offset": offset, "limit": 200})
+        for item in page["items"]:
+            if item["png_url"]:
+                client.download(item["png_url"], out / item["png"])
+                client.download(item["sidecar_url"], out / item["sidecar"])
+                n += 1
+            bar.update(1)
+        offset = page["next_offset"]
+    bar.close()
+    if status.get("atlas_url"):
+        client.download(status["atlas_url"], out / "atlas.png")
+        client.download(status["atlas_manifest_url"], out / "atlas.json")
+    return n
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    n = fetch(Client.from_args(args), args.job, out)
+    print(f"fetched {n} renders into {out}" + (" with atlas.png" if (out / "atlas.png").exists() else ""),
+          file=sys.stderr)  # fmt: skip
+    return 0
