@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Services
 from api.middleware import BodyLimit
-from api.routers import health, jobs, models
+from api.routers import health, images, jobs, models, recipes
 from api.schemas import ErrorBody
 from service.config import Settings
 
@@ -30,11 +30,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="dreamfarm", version="0.2.0", responses={422: {"model": ErrorBody}, 500: {"model": ErrorBody}},
                   description="Distributed batch rendering of feature visualizations. See docs/api.md.")  # fmt: skip
     app.state.services = svc
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, per_path={"/v1/images": settings.max_image_bytes})
     errors.install(app, svc.registry)
     app.include_router(health.router)
     app.include_router(models.router(settings))
     app.include_router(jobs.router(settings))
+    app.include_router(recipes.router(settings))
+    app.include_router(images.router)
     _list_models_in_schema(app, svc)
     return app
 

@@ -9,19 +9,31 @@ from api.errors import error_response
 
 
 class BodyLimit:
-    """Refuse a request body over `limit` bytes with 413, whether the client
-    says its length (Content-Length) or streams it (chunked), reading at most
-    `limit` bytes plus one chunk of it. The body read is handed on to the app
-    as one message."""
+    """Refuse a request body over `limit` bytes (`per_path`: other limits for
+    some paths) with 413, whether the client says its length (Content-Length)
+    or streams it (chunked), reading at most the limit plus one chunk. The body
+    read is handed on to the app as one message."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # One instance serves every request: the limit is this request's.
+        limit = self.per_path.get(scope.get("path", ""), self.default)
+        await _Limited(self.app, limit)(scope, receive, send)
+
+
+class _Limited:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = Headers(scope=scope).get("content-length")
         if length is not None and not length.strip().isdigit():
             await error_response(400, "malformed Content-Length header")(scope, receive, send)

@@ -93,6 +93,9 @@ class JobStatus(BaseModel):
     progress: float
     failures: list[Failure]
     atlas_key: str | None
+    recipe: str = "lecture"
+    samples: int = 1
+    quality: dict[str, dict[str, int]] = {}
     atlas_url: str | None
     atlas_manifest_url: str | None
     created_at: float
@@ -104,6 +107,7 @@ class JobStatus(BaseModel):
 class RenderItem(BaseModel):
     key: str
     unit: int
+    sample: int = 0
     label: str | None
     caption: str
     state: str
@@ -132,3 +136,19 @@ class EventPage(BaseModel):
     offset: int
     total: int
     items: list[dict[str, Any]]
+
+
+class RecipeOut(BaseModel):
+    name: str
+    description: str
+    fields: dict[str, Any]
+
+
+class ImageStored(BaseModel):
+    """An uploaded image; a job names it by `key` (`"init_image": key`)."""
+
+    key: str
+    width: int
+    height: int
+    bytes: int
+    content_type: str

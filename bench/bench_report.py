@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from service.renderer import device_name
+from service.devices import device_name
 
 
 def machine(device: torch.device) -> str:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from service import recipes
 from service.errors import BadPrior, BadUnit, DreamfarmError
 from service.request import JobRequest, PriorIn, UnitRangeIn, Units
-from service.spec import PRIOR_NAMES
+from service.spec import PARAM_NAMES, PRIOR_NAMES, TRANSFORM_NAMES
 from service.validation import describe
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -24,30 +25,56 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--units", nargs="+", metavar="SEL", help="'all', a range like 0-15, or several units")
     p.add_argument("--kind", choices=("logit", "channel", "neuron"), help="unit kind (default: the layer's)")
     p.add_argument("--position", metavar="ROW,COL", help="neuron position in the activation map (default: centre)")
+    p.add_argument("--recipe", choices=recipes.names(), default="lecture",
+                   help="a named recipe (see `dreamfarm recipes`); the flags below override its fields")  # fmt: skip
     p.add_argument("--prior", action="append", metavar="NAME[:W]",
                    help="prior term: edge_energy, tv, l2 or none, with an optional weight; repeatable "
-                        "(default: edge_energy:1)")  # fmt: skip
-    p.add_argument("--steps", type=int, default=250)
-    p.add_argument("--lr", type=float, default=0.1)
+                        "(lecture: edge_energy:1)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None, help="optimization steps (lecture: 250, lucid: 256)")
+    p.add_argument("--lr", type=float, default=None, help="Adam's learning rate (lecture: 0.1, lucid: 0.05)")
     p.add_argument("--size", type=int, default=None, help="image size in pixels (default: the model's, 224)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init-scale", type=float, default=0.01, help="std of the starting noise")
-    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+    p.add_argument("--init-scale", type=float, default=None, help="std of the starting noise (or spectrum)")
+    p.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default=None,
                    help="auto: bf16 where the device is fast at it and the quality guard passes")  # fmt: skip
+    p.add_argument("--param", choices=PARAM_NAMES, default=None, help="parameterization (overrides the recipe's)")
+    p.add_argument("--decay", type=float, default=None, help="fourier/maco: spectrum falls off as 1/f^decay")
+    p.add_argument("--transform", action="append", metavar="NAME:AMOUNT",
+                   help="pad:12, jitter:8, scale:0.1, rotate:5 (in order; repeatable; replaces the recipe's); "
+                        "'none' for no transforms")  # fmt: skip
+    p.add_argument("--minimize", action="store_true", help="minimize the unit instead (a negative render)")
+    p.add_argument("--samples", type=int, default=None, help="K diverse renders per unit (Lucid's diversity term)")
+    p.add_argument("--diversity", type=float, default=None, help="weight of the diversity term (default 10 with K>1)")
+    p.add_argument("--diversity-layer", default=None, help="conv layer whose Gram matrices diversity compares")
+    p.add_argument("--init-image", default=None, metavar="PATH|SHA256",
+                   help="start from this image (adversarial): a PNG/JPEG file, or an uploaded one's key")  # fmt: skip
+    p.add_argument("--epsilon", type=float, default=None, help="adversarial: L-inf bound in [0, 1] (default 8/255)")
+    p.add_argument("--stop-margin", type=float, default=None, help="stop once the target is top-1 by this logit margin")
     p.add_argument("--random-weights", action="store_true", help="random weights (benchmarks only; recorded)")
 
 
-def request_from_args(args: argparse.Namespace) -> JobRequest:
+def request_from_args(args: argparse.Namespace, init_image: str | None = None) -> JobRequest:
+    """The request the flags describe; `init_image` is the image's content key
+    (the caller stores a file given with --init-image and passes its key)."""
     fields: dict[str, object] = {
         "model": args.model, "layer": args.layer, "units": units_from_args(args.unit, args.units),
-        "kind": args.kind, "steps": args.steps, "lr": args.lr, "size": args.size, "seed": args.seed,
-        "init_scale": args.init_scale, "precision": args.precision, "random_weights": args.random_weights,
-        "batch_size": getattr(args, "batch_size", None), "title": getattr(args, "title", None),
+        "kind": args.kind, "recipe": args.recipe, "steps": args.steps, "lr": args.lr, "size": args.size,
+        "seed": args.seed, "init_scale": args.init_scale, "precision": args.precision,
+        "random_weights": args.random_weights, "batch_size": getattr(args, "batch_size", None),
+        "title": getattr(args, "title", None), "samples": args.samples, "diversity": args.diversity,
+        "diversity_layer": args.diversity_layer, "epsilon": args.epsilon, "stop_margin": args.stop_margin,
+        "init_image": init_image, "direction": "min" if args.minimize else None,
     }  # fmt: skip
     if args.position:
         fields["position"] = parse_position(args.position)
     if args.prior:
         fields["prior"] = parse_prior(args.prior)
+    if args.param or args.decay is not None:
+        base = recipes.recipe(args.recipe).param
+        fields["param"] = {"name": args.param or base.name, "decay": base.decay if args.decay is None else args.decay,
+                           "decorrelate": base.decorrelate}  # fmt: skip
+    if args.transform:
+        fields["transforms"] = parse_transforms(args.transform)
     try:
         return JobRequest.model_validate(fields)
     except ValidationError as exc:
@@ -68,6 +95,21 @@ def units_from_args(unit: Sequence[str], units: Sequence[str] | None) -> Units:
             raise BadUnit(f"empty unit range {values[0]!r}: write low-high, e.g. 0-15")
         return UnitRangeIn(start=a, stop=b + 1)
     return [int(v) if v.strip().isdigit() else v.strip() for v in values]
+
+
+def parse_transforms(items: Sequence[str]) -> list[dict[str, object]]:
+    if items == ["none"]:
+        return []
+    out: list[dict[str, object]] = []
+    for item in items:
+        name, _, amount = item.partition(":")
+        if name not in TRANSFORM_NAMES:
+            raise DreamfarmError(f"unknown transform {name!r}; valid transforms: {', '.join(TRANSFORM_NAMES)}")
+        try:
+            out.append({"name": name, "amount": float(amount)})
+        except ValueError:
+            raise DreamfarmError(f"--transform takes NAME:AMOUNT, e.g. jitter:8, got {item!r}") from None
+    return out
 
 
 def parse_position(text: str) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from cli.args import add_render_args, request_from_args
 from cli.client import Client, add_client_args
+from service.errors import DreamfarmError
 
 FINAL = ("done", "done_with_failures", "cancelled")
 
@@ -39,7 +41,9 @@ def register(sub: Any) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     client = Client.from_args(args)
-    body = request_from_args(args).model_dump(mode="json", exclude_none=True)
+    body = request_from_args(args, init_image=upload_image(client, args.init_image)).model_dump(
+        mode="json", exclude_none=True
+    )
     accepted = client.call("POST", "/v1/jobs", json=body)
     print(f"job {accepted['id']}: {accepted['units']} units, {accepted['cached']} cached, "
           f"{accepted['enqueued_batches']} batches enqueued", file=sys.stderr)  # fmt: skip
@@ -47,6 +51,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return report(follow(client, accepted["id"]))
+
+
+def upload_image(client: Client, given: str | None) -> str | None:
+    """--init-image: a file is uploaded (POST /v1/images); a key is taken as is."""
+    if given is None or re.fullmatch(r"[0-9a-f]{64}", given):
+        return given
+    try:
+        data = Path(given).read_bytes()
+    except OSError as exc:
+        raise DreamfarmError(f"--init-image {given}: {exc.strerror or exc}") from None
+    kind = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+    stored = client.call("POST", "/v1/images", content=data, headers={"Content-Type": kind})
+    return str(stored["key"])
 
 
 def follow(client: Client, job_id: str, *, quiet: bool = False, poll_s: float = 0.5) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from cli import client_cmds, models_cmd, render_cmd, server_cmds, stack_cmds
+from cli import client_cmds, models_cmd, recipes_cmd, render_cmd, server_cmds, stack_cmds
 from service.errors import DreamfarmError, one_line
 from service.validation import describe
 
@@ -21,7 +21,7 @@ from service.validation import describe
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamfarm", description="Feature visualizations, rendered in batches.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (render_cmd, models_cmd, server_cmds, stack_cmds, client_cmds):
+    for module in (render_cmd, models_cmd, recipes_cmd, server_cmds, stack_cmds, client_cmds):
         module.register(sub)
     return parser
 
@@ -39,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dreamfarm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dreamfarm recipes | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

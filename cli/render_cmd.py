@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,8 +23,10 @@ from service.batch_render import Callbacks, RenderPlan, UnitOutcome, render_into
 from service.config import Settings
 from service.contract import RenderItem
 from service.devices import default_device, device_name
+from service.errors import DreamfarmError
+from service.images import decode_image
 from service.planning import PlannedUnit, plan_request
-from service.renderer import Renderer
+from service.renderer import Renderer, load_judges
 from service.spec import RenderSpec
 from service.storage import LocalStore
 from service.weights_remote import weights_config
@@ -38,22 +42,25 @@ def register(sub: Any) -> None:
     r.add_argument("--weights", default=None,
                    help="explicit weights file or s3://bucket/key (checked against its sha256)")  # fmt: skip
     r.add_argument("--out", required=True, help="output folder (renders/…, atlas.png, atlas.json)")
+    r.add_argument("--judge", action="append", default=[], metavar="MODEL",
+                   help="also classify each render with this network, e.g. efficientnet_lite2; repeatable")  # fmt: skip
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=render)
 
 
 def render(args: argparse.Namespace) -> int:
-    request = request_from_args(args)
+    out = LocalStore(args.out)
+    request = request_from_args(args, init_image=local_image(out, args.init_image))
     archs = Architectures()
     arch = archs.get(request.model, request.size)
     planned = plan_request(request, arch)
-    out = LocalStore(args.out)
     say = _say(args.quiet)
     layer = arch.layer(request.layer)
     say(f"{arch.entry.name} {layer.name} ({layer.path}): {len(planned)} units")
     device = default_device(args.device)
     bar = _Progress(len(planned) * planned[0].spec.steps, args.quiet)
-    outcomes = render_into_store([RenderItem(spec=p.spec, label=p.label) for p in planned], RenderPlan(
+    items = [RenderItem(spec=p.spec, label=p.label, recipe=request.recipe) for p in planned]
+    outcomes = render_into_store(items, RenderPlan(
         store=out, renderer_for=_renderers(args, archs.registry, device), verdicts=LocalStore(_cache_dir()),
         chunk_size=args.batch_size,
         raise_load_errors=True,
@@ -87,15 +94,44 @@ def _renderers(args: argparse.Namespace, registry: Registry, device: torch.devic
     def renderer_for(spec: RenderSpec) -> Renderer:
         key = (spec.model, spec.random_weights)
         if key not in made:
-            made[key] = Renderer(registry.get(spec.model), device=device,
-                                 random_weights=spec.random_weights, weights=weights)  # fmt: skip
+            judges = load_judges(registry, args.judge, weights, device)
+            made[key] = Renderer(registry.get(spec.model), device=device, random_weights=spec.random_weights,
+                                 weights=weights, judges=judges)  # fmt: skip
         return made[key]
 
     return renderer_for
 
 
 def _atlas(out: LocalStore, planned: list[PlannedUnit], title: str) -> None:
-    local_atlas(out, [(p.spec, p.label) for p in planned if out.exists(layout.render_sidecar_key(p.spec))], title)
+    done = [(p.spec, p.caption, p.label) for p in planned if out.exists(layout.render_sidecar_key(p.spec))]
+    if done:
+        local_atlas(out, done, title)
+
+
+def local_image(out: LocalStore, given: str | None) -> str | None:
+    """--init-image: a file is copied into the output folder under its
+    content key (the store the render reads it from); a key must be there."""
+    if given is None:
+        return None
+    if re.fullmatch(r"[0-9a-f]{64}", given):
+        if not out.exists(layout.image_key(given)):
+            raise DreamfarmError(f"no image {given[:16]}… in {args_dir(out)}: give the file's path instead")
+        return given
+    try:
+        data = Path(given).read_bytes()
+    except OSError as exc:
+        raise DreamfarmError(f"--init-image {given}: {exc.strerror or exc}") from None
+    try:
+        decode_image(data)
+    except ValueError as exc:
+        raise DreamfarmError(f"--init-image {given}: {exc}") from None
+    key = hashlib.sha256(data).hexdigest()
+    out.put(layout.image_key(key), data, "application/octet-stream")
+    return key
+
+
+def args_dir(out: LocalStore) -> str:
+    return str(out.root)
 
 
 def _say(quiet: bool) -> Callable[[str], None]:

@@ -49,13 +49,21 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: object, width: int) -> str:
     return text + "…"
 
 
+def columns_for(tiles: int, samples: int = 1) -> int:
+    """About square, but a unit's samples always side by side on one row."""
+    units = max(1, tiles // max(1, samples))
+    if samples <= 1:
+        return max(1, math.ceil(math.sqrt(tiles)))
+    return samples * max(1, math.ceil(math.sqrt(units) / samples))
+
+
 def build_atlas(
     tiles: Sequence[Tile], *, columns: int | None = None, tile_size: int = 160, title: str | None = None
 ) -> tuple[bytes, dict[str, object]]:
     """A PNG grid with each tile's caption under it, and its manifest."""
     if not tiles:
         raise ValueError("an atlas needs at least one tile")
-    cols = columns or max(1, math.ceil(math.sqrt(len(tiles))))
+    cols = columns or columns_for(len(tiles))
     rows = math.ceil(len(tiles) / cols)
     title_h = LABEL_HEIGHT + PAD if title else 0
     cell_w, cell_h = tile_size + PAD, tile_size + LABEL_HEIGHT + PAD
@@ -93,12 +101,12 @@ def manifest_bytes(manifest: dict[str, object]) -> bytes:
     return canonical_json(manifest).encode()
 
 
-def local_atlas(store: Store, specs: Sequence[tuple[RenderSpec, str | None]], title: str) -> tuple[str, str]:
-    """An atlas of renders already in `store`, filed as atlas.png + atlas.json
-    at its root (the CLI's folder layout)."""
-    tiles = [Tile(store.get(layout.render_png_key(s)), label or str(s.unit), s.unit, s.key(), label)
-             for s, label in specs]  # fmt: skip
-    png, manifest = build_atlas(tiles, title=title)
+def local_atlas(store: Store, specs: Sequence[tuple[RenderSpec, str, str | None]], title: str) -> tuple[str, str]:
+    """An atlas of renders already in `store` ((spec, caption, label) each),
+    filed as atlas.png + atlas.json at its root (the CLI's folder layout)."""
+    tiles = [Tile(store.get(layout.render_png_key(s)), caption, s.unit, s.key(), label) for s, caption, label in specs]
+    samples = specs[0][0].samples if specs else 1
+    png, manifest = build_atlas(tiles, title=title, columns=columns_for(len(tiles), samples))
     store.put("atlas.png", png, "image/png")
     store.put("atlas.json", manifest_bytes(manifest), "application/json")
     return "atlas.png", "atlas.json"

@@ -20,13 +20,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
+
 from service import layout, precision_policy
 from service.contract import RenderItem
 from service.devices import default_batch_size
-from service.engine import BatchResult
 from service.errors import DreamfarmError, StorageError, one_line
+from service.images import decode_image, square_pixels
 from service.planning import batches
-from service.renderer import Renderer
+from service.renderer import Rendered, Renderer
 from service.spec import RenderSpec
 from service.splitting import InjectedOutOfMemory, Piece, render_splitting
 from service.storage import Store
@@ -39,6 +41,9 @@ class UnitOutcome:
     spec: RenderSpec
     status: Literal["rendered", "exists", "failed"]
     reason: str = ""
+    # For a rendered class logit: the target's rank (1 = top-1) by the
+    # rendering network and each judge, by model name.
+    ranks: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -93,18 +98,18 @@ def render_into_store(items: Sequence[RenderItem], plan: RenderPlan) -> list[Uni
             outcomes.append(_tell(plan, UnitOutcome(item.spec, "exists")))
         else:
             todo.append(item.spec)
-    labels = {i.spec.key(): i.label for i in items}
+    by_key = {i.spec.key(): i for i in items}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploads:
         pending: list[Future[list[UnitOutcome]]] = []
         for group in batches(todo, len(todo) or 1):  # one group per batch key
-            outcomes += _render_group(group, plan, labels, uploads, pending)
+            outcomes += _render_group(group, plan, by_key, uploads, pending)
         for f in pending:
             outcomes += f.result()
     return outcomes
 
 
 def _render_group(
-    group: list[RenderSpec], plan: RenderPlan, labels: dict[str, str | None], uploads: ThreadPoolExecutor,
+    group: list[RenderSpec], plan: RenderPlan, items: dict[str, RenderItem], uploads: ThreadPoolExecutor,
     pending: list[Future[list[UnitOutcome]]],
 ) -> list[UnitOutcome]:  # fmt: skip
     """Render one batch key's specs in chunks; returns the outcomes known now
@@ -118,25 +123,24 @@ def _render_group(
     precision_policy.decide(renderer, group, plan.verdicts, plan.callbacks.probing)
     chunk = plan.chunk_size or default_batch_size(renderer.device, group[0].size)
     failed: list[UnitOutcome] = []
-    for start in range(0, len(group), chunk):
-        part = group[start : start + chunk]
+    for part in batches(group, chunk):  # a diversity group is never cut
         t0 = time.perf_counter()
         pieces = render_splitting(_render_fn(renderer, plan), part, on_split=plan.callbacks.split,
-                                  after_oom=plan.free_memory)  # fmt: skip
+                                  after_oom=plan.free_memory, together=RenderSpec.group_key)  # fmt: skip
         for piece in pieces:
             if piece.result is None:
                 failed += [_tell(plan, UnitOutcome(s, "failed", piece.error or "failed")) for s in piece.specs]
             else:
-                pending.append(uploads.submit(_file_piece, plan, renderer, piece, labels))
+                pending.append(uploads.submit(_file_piece, plan, renderer, piece, items))
         if plan.callbacks.batch_done is not None:
             plan.callbacks.batch_done(len(part), time.perf_counter() - t0)
     return failed
 
 
-def _render_fn(renderer: Renderer, plan: RenderPlan) -> Callable[[list[RenderSpec]], BatchResult]:
+def _render_fn(renderer: Renderer, plan: RenderPlan) -> Callable[[list[RenderSpec]], Rendered]:
     faults, report = plan.faults, plan.callbacks.progress
 
-    def render(part: list[RenderSpec]) -> BatchResult:
+    def render(part: list[RenderSpec]) -> Rendered:
         if faults.oom_above is not None and len(part) > faults.oom_above:
             raise InjectedOutOfMemory(f"injected: batch of {len(part)} > {faults.oom_above}")
 
@@ -146,24 +150,40 @@ def _render_fn(renderer: Renderer, plan: RenderPlan) -> Callable[[list[RenderSpe
             if report is not None:
                 report(len(part), step, steps)
 
-        return renderer.render(part, progress)
+        return renderer.render(part, progress, originals_of(part, plan.store))
 
     return render
 
 
+def originals_of(specs: Sequence[RenderSpec], store: Store) -> torch.Tensor | None:
+    """The starting images of param "image" specs, from the store, centre-cropped
+    and resized to the render size; None for the other parameterizations."""
+    if specs[0].init_image is None:
+        return None
+    out = []
+    for spec in specs:
+        assert spec.init_image is not None
+        try:
+            img = decode_image(store.get(layout.image_key(spec.init_image)))
+        except ValueError as exc:
+            raise DreamfarmError(f"image {spec.init_image[:16]}…: {exc}") from None
+        out.append(square_pixels(img, spec.size))
+    return torch.stack(out)
+
+
 def _file_piece(
-    plan: RenderPlan, renderer: Renderer, piece: Piece[RenderSpec, BatchResult], labels: dict[str, str | None]
+    plan: RenderPlan, renderer: Renderer, piece: Piece[RenderSpec, Rendered], items: dict[str, RenderItem]
 ) -> list[UnitOutcome]:
     assert piece.result is not None
     out = []
     for i, spec in enumerate(piece.specs):
         try:
-            renderer.store_one(plan.store, spec, piece.result, i, labels.get(spec.key()))
+            renderer.store_one(plan.store, piece.result, i, items[spec.key()])
         except StorageError as exc:
             log.error("upload of %s failed for good: %s", spec.key()[:12], exc)
             out.append(_tell(plan, UnitOutcome(spec, "failed", f"upload failed: {one_line(str(exc))}")))
             continue
-        out.append(_tell(plan, UnitOutcome(spec, "rendered")))
+        out.append(_tell(plan, UnitOutcome(spec, "rendered", ranks=piece.result.ranks(i))))
     return out
 
 

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     max_steps: int = Field(5000, ge=1)
     max_size: int = Field(512, ge=16)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Uploaded images (POST /v1/images) that renders start from.
+    max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # Jobs one tenant may have queued or running at once (429 beyond).
     max_jobs_in_flight: int = Field(100, ge=1)
 
@@ -68,6 +70,10 @@ class Settings(BaseSettings):
     # back to the queue. Batches may run far longer than this while renewed.
     lease_timeout_s: int = Field(45, ge=5)
     lease_renew_s: float = Field(10.0, gt=0)
+    # Networks that also classify every render (one extra forward per image),
+    # e.g. ["efficientnet_lite2"]: their top-5 goes in the sidecar and the
+    # job counts how many renders each recognizes (env: a JSON list).
+    judges: list[str] = Field(default_factory=list)
 
     @field_validator("api_tokens")
     @classmethod

@@ -32,6 +32,7 @@ class RenderItem(BaseModel):
 
     spec: RenderSpec
     label: str | None = None
+    recipe: str | None = None  # the preset it came from (a label: the pixels depend on the spec only)
 
 
 class RenderBatch(BaseModel):
@@ -60,11 +61,11 @@ def new_batch_id() -> str:
 
 
 def make_batches(
-    job_id: str, groups: Sequence[Sequence[RenderSpec]], labels: dict[str, str | None]
+    job_id: str, groups: Sequence[Sequence[RenderSpec]], labels: dict[str, str | None], recipe: str | None = None
 ) -> list[RenderBatch]:
     return [
         RenderBatch(job_id=job_id, batch_id=new_batch_id(),
-                    items=tuple(RenderItem(spec=s, label=labels.get(s.key())) for s in group))
+                    items=tuple(RenderItem(spec=s, label=labels.get(s.key()), recipe=recipe) for s in group))
         for group in groups
     ]  # fmt: skip
 

@@ -1,10 +1,13 @@
 """The batched optimization loop: pure, tensors in, tensors and traces out.
 
-One batch = B specs that share model, layer, kind and recipe. They are
-optimized together as one (B, 3, H, W) tensor with one forward and one
-backward per step. Every image keeps its own loss term, its own starting noise
-(from its own generator) and Adam's per-element state, so an image does not
-depend on the batch it landed in.
+One batch = B specs with one batch key (model, layer, kind, recipe). They are
+optimized together with one forward and one backward per step. What an image
+is made of (`service.parameterizations`), the transforms it goes through
+before the network (`service.transforms`) and the loss (`service.loss`) all
+come from the specs. Every image keeps its own starting values and random
+transforms (from its own generators), its own loss term (diversity: its own
+group's) and Adam's per-element state, so an image does not depend on the
+batch it landed in.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from service.objectives import LayerProbe, UnitSelector
-from service.priors import combined_prior
+from service import display, parameterizations
+from service.early_stop import EarlyStop
+from service.loss import LossParts, Objective
+from service.objectives import LayerProbe
+from service.parameterizations import Parameterized, initial_noise
 from service.spec import RenderSpec
+from service.transforms import RandomTransforms
+from service.zoo import Preprocessing
+
+__all__ = ["DTYPES", "BatchResult", "TracePoint", "initial_noise", "render"]
 
 ProgressFn = Callable[[int, int], None]
 # The dtype the optimized image is kept in. "bfloat16" keeps it in float32 on
@@ -27,6 +37,9 @@ ProgressFn = Callable[[int, int], None]
 # and the prior stay float32 (a bf16 image could not even hold Adam's small
 # late steps: bf16 has 8 bits of mantissa).
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
+# Transforms draw from a generator of their own per image, seeded apart from
+# the one that drew the image's starting values.
+TRANSFORM_SEED_SALT = 0x5EED_7A45
 
 
 @dataclass
@@ -34,50 +47,33 @@ class TracePoint:
     step: int
     activation: list[float]
     prior: list[float]
-
-    @property
-    def objective(self) -> list[float]:
-        return [p - a for a, p in zip(self.activation, self.prior)]
+    objective: list[float]
+    diversity: list[float] | None = None
 
 
 @dataclass
 class BatchResult:
-    images: torch.Tensor  # (B, 3, H, W) float, the optimized network input, on the CPU
-    display: torch.Tensor  # (B, H, W, 3) uint8, the lecture's display normalization
-    activation: torch.Tensor  # (B,) final f(x), measured in float32
-    prior: torch.Tensor  # (B,) final h(x)
+    images: torch.Tensor  # (B, 3, H, W) the optimized image in its space (input or pixels), on the CPU
+    display: torch.Tensor  # (B, H, W, 3) uint8: what is saved
+    activation: torch.Tensor  # (B,) final f, on the untransformed image, float64
+    prior: torch.Tensor  # (B,) final h(image)
     trace: list[TracePoint]
     precision: str
     device: str
     seconds: float
     steps: int
+    steps_taken: list[int] = field(default_factory=list)
+    original: torch.Tensor | None = None  # (B, H, W, 3) uint8: param "image"'s starting image
     timings: dict[str, float] = field(default_factory=dict)
 
     def image_trace(self, i: int) -> list[dict[str, float]]:
-        return [
-            {"step": t.step, "activation": t.activation[i], "prior": t.prior[i], "objective": t.objective[i]}
-            for t in self.trace
-        ]
-
-
-def initial_noise(specs: Sequence[RenderSpec], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Each image's starting noise N(0, init_scale²) from its own generator,
-    drawn on the CPU so that it is the same on every device."""
-    out = []
-    for spec in specs:
-        g = torch.Generator().manual_seed(spec.noise_seed())
-        out.append(torch.randn(1, 3, spec.size, spec.size, generator=g, dtype=torch.float64) * spec.init_scale)
-    return torch.cat(out).to(dtype)
-
-
-def display_uint8(x: torch.Tensor) -> torch.Tensor:
-    """The lecture's display normalization per image, as 8-bit (B, H, W, 3)."""
-    x = x.detach().to(torch.float64)
-    flat = x.flatten(1)
-    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
-    std = flat.std(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    shown = (0.5 + 0.1 * (x - mean) / std).clamp(0, 1)
-    return (shown * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu()
+        out = []
+        for t in self.trace:
+            point = {"step": t.step, "activation": t.activation[i], "prior": t.prior[i], "objective": t.objective[i]}
+            if t.diversity is not None:
+                point["diversity"] = t.diversity[i]
+            out.append(point)
+        return out
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
@@ -86,13 +82,29 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
-def _check_batch(specs: Sequence[RenderSpec]) -> None:
+def _check(net: nn.Module, specs: Sequence[RenderSpec], precision: str) -> None:
     if not specs:
         raise ValueError("render needs at least one spec")
     first = specs[0].batch_key()
-    for s in specs[1:]:
-        if s.batch_key() != first:
-            raise ValueError("all specs of a batch must share model, layer, kind and recipe")
+    if any(s.batch_key() != first for s in specs[1:]):
+        raise ValueError("all specs of a batch must share model, layer, kind and recipe")
+    if net.training or any(p.requires_grad for p in net.parameters()):
+        raise ValueError("the network must be in eval mode with frozen weights (see zoo.load_network)")
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of {sorted(DTYPES)} (resolve 'auto' first), got {precision!r}")
+
+
+@dataclass
+class _Setup:
+    """Everything one batch's loop uses, built from the specs."""
+
+    specs: Sequence[RenderSpec]
+    param: Parameterized
+    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # image → activations, through the transforms
+    measure: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # image → activations, as it is
+    classify: Callable[[torch.Tensor], torch.Tensor]  # pixels → logits (early stopping)
+    objective: Objective
+    precision: str
 
 
 def render(
@@ -100,9 +112,11 @@ def render(
     layer_path: str,
     specs: Sequence[RenderSpec],
     *,
+    preprocessing: Preprocessing | None = None,
     precision: str | None = None,
     device: str | torch.device | None = None,
     init: torch.Tensor | None = None,
+    originals: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
     trace_every: int = 10,
     channels_last: bool = False,
@@ -110,57 +124,106 @@ def render(
     """Render a batch of specs as one optimization.
 
     `net` must be in eval mode with frozen weights, on `device`, in float64 if
-    `precision` is "float64". `init` overrides the per-spec starting noise.
+    `precision` is "float64". `preprocessing` maps pixels in [0, 1] to the
+    network's input (needed by every parameterization but `pixel`). `init`
+    overrides `pixel`'s starting noise; `originals` (B, 3, H, W) in [0, 1] are
+    param "image"'s starting images.
     """
-    _check_batch(specs)
-    if net.training or any(p.requires_grad for p in net.parameters()):
-        raise ValueError("the network must be in eval mode with frozen weights (see zoo.load_network)")
-    spec0 = specs[0]
-    precision = precision or spec0.precision
-    if precision not in DTYPES:
-        raise ValueError(f"precision must be one of {sorted(DTYPES)} (resolve 'auto' first), got {precision!r}")
+    precision = precision or specs[0].precision if specs else "float32"
+    _check(net, specs, precision)
+    if layer_path != specs[0].layer:
+        raise ValueError(f"layer {layer_path!r} is not the specs' layer {specs[0].layer!r}")
     dev = torch.device(device) if device is not None else next(net.parameters()).device
     t_start = time.perf_counter()
-    x = (init if init is not None else initial_noise(specs)).to(device=dev, dtype=DTYPES[precision])
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x = x.clone().requires_grad_(True)
-    probe = LayerProbe(net, layer_path)
-    select = UnitSelector(spec0.kind, [s.unit for s in specs], [s.position for s in specs], device=dev)
-    prior = combined_prior(spec0.prior)
-    trace = _optimize(x, lambda v: select(probe(v)), prior, spec0, precision, progress, trace_every)
+    setup = _setup(net, specs, preprocessing, precision, dev, init, originals, channels_last)
+    trace, steps_taken = _optimize(setup, progress, trace_every)
     t_loop = time.perf_counter()
     with torch.no_grad():
-        act_final = select(probe(x.detach())).to(torch.float64).cpu()
-        prior_final = prior(x.detach()).to(torch.float64).cpu()
-    images = x.detach().contiguous().cpu()
+        image = setup.param.image().detach()
+        act_final = setup.objective.unit(setup.measure(image)).to(torch.float64).cpu()
+        prior_final = setup.objective.prior(image).to(torch.float64).cpu()
+    shown = _display(setup.param, specs[0])
     t_end = time.perf_counter()
+    original = display.to_uint8(setup.param.original) if setup.param.original is not None else None
     return BatchResult(
-        images=images, display=display_uint8(images), activation=act_final, prior=prior_final, trace=trace,
-        precision=precision, device=str(dev), seconds=t_end - t_start, steps=spec0.steps,
-        timings={"optimize_s": t_loop - t_start, "finalize_s": t_end - t_loop},
+        images=image.contiguous().cpu(), display=shown, activation=act_final, prior=prior_final, trace=trace,
+        precision=precision, device=str(dev), seconds=t_end - t_start, steps=specs[0].steps, steps_taken=steps_taken,
+        original=original, timings={"optimize_s": t_loop - t_start, "finalize_s": t_end - t_loop},
     )  # fmt: skip
 
 
-def _optimize(
-    x: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor], prior: Callable[[torch.Tensor], torch.Tensor],
-    spec: RenderSpec, precision: str, progress: ProgressFn | None, trace_every: int,
-) -> list[TracePoint]:  # fmt: skip
-    optimizer = torch.optim.Adam([x], lr=spec.lr)
+def _setup(
+    net: nn.Module, specs: Sequence[RenderSpec], preprocessing: Preprocessing | None, precision: str,
+    dev: torch.device, init: torch.Tensor | None, originals: torch.Tensor | None, channels_last: bool,
+) -> _Setup:  # fmt: skip
+    spec0 = specs[0]
+    param = parameterizations.build(specs, DTYPES[precision], dev, init=init, originals=originals)
+    if param.space == "input" and channels_last:
+        param.params[0].data = param.params[0].data.contiguous(memory_format=torch.channels_last)
+    if param.space == "pixels" and preprocessing is None:
+        raise ValueError(f"param {spec0.param.name!r} makes pixels: the model's preprocessing is needed")
+    to_input = preprocessing.to_input if param.space == "pixels" and preprocessing else (lambda t: t)
+    seeds = [s.noise_seed() ^ TRANSFORM_SEED_SALT for s in specs]
+    transforms = RandomTransforms(spec0.transforms, seeds, spec0.size, fill=0.5 if param.space == "pixels" else 0.0)
+    objective = Objective(specs, dev)
+    probe = LayerProbe(net, objective.layers)
+
+    def network_input(t: torch.Tensor) -> torch.Tensor:
+        t = to_input(t)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last and param.space == "pixels" else t
+
+    def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return probe.all(network_input(transforms(image)))
+
+    def measure(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return probe.all(network_input(image))
+
+    def classify(pixels: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(net(network_input(pixels.to(device=dev, dtype=DTYPES[precision]))))
+
+    return _Setup(specs, param, forward, measure, classify, objective, precision)
+
+
+def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple[list[TracePoint], list[int]]:
+    spec0 = s.specs[0]
+    optimizer = torch.optim.Adam(s.param.params, lr=spec0.lr)
+    stop = EarlyStop(s.specs, s.param, s.classify, lambda: _display(s.param, spec0))
     trace: list[TracePoint] = []
-    steps = spec.steps
+    steps = spec0.steps
+    device = s.param.params[0].device
     for step in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(x.device, precision):
-            act = f(x)
-        act = act.to(x.dtype)
-        h = prior(x)
-        # Each image's loss depends on its own pixels only, so the gradient of
-        # the sum is each image's own gradient.
-        (h - act).sum().backward()  # type: ignore[no-untyped-call]
+        image = s.param.image()
+        with _autocast(device, s.precision):
+            acts = s.forward(image)
+        parts = s.objective(image, acts)
+        # Each image's loss depends on its own pixels only (diversity: its
+        # group's), so the gradient of the sum is each image's own gradient.
+        parts.total.sum().backward()  # type: ignore[no-untyped-call]
         optimizer.step()
+        s.param.project()
+        stop.after_step(step)
         if trace_every and (step % trace_every == 0 or step == steps - 1):
-            trace.append(TracePoint(step, act.detach().float().cpu().tolist(), h.detach().float().cpu().tolist()))
+            trace.append(_trace_point(step, parts))
         if progress is not None:
             progress(step + 1, steps)
-    return trace
+        if stop.all_stopped:
+            break
+    return trace, stop.steps_taken(step + 1)
+
+
+def _trace_point(step: int, parts: LossParts) -> TracePoint:
+    def values(t: torch.Tensor) -> list[float]:
+        return [float(v) for v in t.detach().float().cpu().tolist()]
+
+    div = values(parts.diversity) if parts.diversity is not None else None
+    return TracePoint(step, values(parts.activation), values(parts.prior), values(parts.total), div)
+
+
+def _display(param: Parameterized, spec: RenderSpec) -> torch.Tensor:
+    image = param.image().detach()
+    if param.space == "input":
+        return display.lecture_uint8(image)
+    if param.original is not None and spec.epsilon is not None:
+        return display.bounded_uint8(image, param.original, spec.epsilon)
+    return display.to_uint8(image)

@@ -28,6 +28,10 @@ class BadUnit(DreamfarmError):
     field = "units"
 
 
+class BadRequest(DreamfarmError):
+    """A request whose fields do not fit together (HTTP 422, naming the field)."""
+
+
 class BadPrior(DreamfarmError):
     field = "prior"
 

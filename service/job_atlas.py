@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from service import layout
-from service.atlas import Tile, atlas_key, build_atlas, manifest_bytes
+from service.atlas import Tile, atlas_key, build_atlas, columns_for, manifest_bytes
 from service.jobstore import JobStore
 from service.spec import canonical_json
 from service.storage import Store
@@ -22,7 +22,7 @@ def write_job_atlas(job_id: str, jobs: JobStore, store: Store) -> str | None:
     if units:
         tiles = [Tile(store.get(u["png"]), u["caption"], u["unit"], u["key"], u.get("label")) for u in units]
         title = job.get("title") or f"{job['model']} · {job['layer']}"
-        png, manifest = build_atlas(tiles, title=title)
+        png, manifest = build_atlas(tiles, title=title, columns=columns_for(len(tiles), job["samples"]))
         akey = atlas_key([u["key"] for u in units])
         png_key, json_key = layout.atlas_keys(akey)
         store.put(png_key, png, "image/png", {"job": job_id})

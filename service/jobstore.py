@@ -32,12 +32,16 @@ MAX_EVENTS = 20_000
 
 
 _MARK = """
--- KEYS: 1 job hash, 2 done set, 3 failed hash, 4 progress hash
--- ARGV: 1 render key, 2 'done' | 'failed', 3 reason, 4 now, 5 batch id
+-- KEYS: 1 job hash, 2 done set, 3 failed hash, 4 progress hash, 5 quality hash
+-- ARGV: 1 render key, 2 'done' | 'failed', 3 reason, 4 now, 5 batch id, 6.. quality counters
 local job, done, failed, progress = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', job) == 0 then return -1 end
 if ARGV[2] == 'done' then
-  if redis.call('SADD', done, ARGV[1]) == 1 then redis.call('HDEL', failed, ARGV[1]) end
+  if redis.call('SADD', done, ARGV[1]) == 1 then
+    redis.call('HDEL', failed, ARGV[1])
+    -- ARGV[6..]: quality counters to add 1 to, once per unit (KEYS[5])
+    for i = 6, #ARGV do redis.call('HINCRBY', KEYS[5], ARGV[i], 1) end
+  end
 elseif redis.call('SISMEMBER', done, ARGV[1]) == 0 then
   redis.call('HSET', failed, ARGV[1], ARGV[3])
 end
@@ -97,8 +101,8 @@ class JobStore:
     def create(self, p: JobPlan, *, tenant: str = "default") -> None:
         now = str(time.time())
         units = {
-            u.spec.key(): json.dumps({"unit": u.spec.unit, "label": u.label, "caption": u.caption,
-                                      "png": layout.render_png_key(u.spec),
+            u.spec.key(): json.dumps({"unit": u.spec.unit, "sample": u.spec.sample, "label": u.label,
+                                      "caption": u.caption, "png": layout.render_png_key(u.spec),
                                       "sidecar": layout.render_sidecar_key(u.spec)})
             for u in p.units
         }  # fmt: skip
@@ -107,7 +111,8 @@ class JobStore:
             "id": p.job_id, "state": "queued", "model": p.request.model, "layer": p.units[0].spec.layer,
             "request": p.request.model_dump_json(), "total": len(p.units), "cached": len(p.cached),
             "batches": len(p.batches), "created_at": now, "updated_at": now, "tenant": tenant,
-            "title": p.request.title or "",
+            "title": p.request.title or "", "recipe": p.request.recipe,
+            "samples": p.units[0].spec.samples if p.units else 1,
         })  # fmt: skip
         pipe.rpush(self._k(p.job_id, "order"), *[u.spec.key() for u in p.units])
         pipe.hset(self._k(p.job_id, "units"), mapping=units)  # type: ignore[arg-type]
@@ -130,11 +135,19 @@ class JobStore:
     def state(self, job_id: str) -> str | None:
         return self.r.hget(self._k(job_id), "state")  # type: ignore[return-value]
 
-    def mark(self, job_id: str, key: str, ok: bool, reason: str = "", batch_id: str = "") -> bool:
+    def mark(
+        self, job_id: str, key: str, ok: bool, reason: str = "", batch_id: str = "", ranks: dict[str, int] | None = None
+    ) -> bool:
         """Record a unit's outcome; True exactly once per finish of the job: the
-        caller then asks for its atlas (or gives the claim back, `atlas_unclaim`)."""
-        keys = [self._k(job_id), self._k(job_id, "done"), self._k(job_id, "failed"), self._k(job_id, "progress")]
-        out = self._mark(keys=keys, args=[key, "done" if ok else "failed", reason[:500], str(time.time()), batch_id])
+        caller then asks for its atlas (or gives the claim back, `atlas_unclaim`).
+        `ranks`: the target's rank by each network that judged the render,
+        counted into the job's quality once per unit."""
+        keys = [self._k(job_id), self._k(job_id, "done"), self._k(job_id, "failed"), self._k(job_id, "progress"),
+                self._k(job_id, "quality")]  # fmt: skip
+        counters = [f"{m}:{c}" for m, r in sorted((ranks or {}).items()) for c, hit in
+                    (("n", True), ("top1", r == 1), ("top5", r <= 5)) if hit]  # fmt: skip
+        args = [key, "done" if ok else "failed", reason[:500], str(time.time()), batch_id, *counters]
+        out = self._mark(keys=keys, args=args)
         return int(out) == 1  # type: ignore[arg-type]
 
     def atlas_unclaim(self, job_id: str) -> None:
@@ -199,10 +212,22 @@ class JobStore:
             "progress": round(progress, 4),
             "failures": [{"key": k, "error": v} for k, v in sorted(failures.items())],  # type: ignore[union-attr]
             "atlas_key": job.get("atlas_key") or None,
+            "quality": self.quality(job_id),
+            "recipe": job.get("recipe") or "lecture",
+            "samples": int(job.get("samples") or 1),
             "created_at": float(job["created_at"]), "updated_at": float(job["updated_at"]),
             "finished_at": float(job["finished_at"]) if job.get("finished_at") else None,
             "request": json.loads(job["request"]),
         }  # fmt: skip
+
+    def quality(self, job_id: str) -> dict[str, dict[str, int]]:
+        """Per network, of the units rendered in this job: how many it
+        recognized top-1 and top-5 (`n` judged)."""
+        out: dict[str, dict[str, int]] = {}
+        for field, count in self.r.hgetall(self._k(job_id, "quality")).items():  # type: ignore[union-attr]
+            model, _, what = str(field).rpartition(":")
+            out.setdefault(model, {"n": 0, "top1": 0, "top5": 0})[what] = int(count)
+        return out
 
     def failed_keys(self, job_id: str) -> list[str]:
         return list(self.r.hkeys(self._k(job_id, "failed")))  # type: ignore[arg-type]

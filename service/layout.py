@@ -6,6 +6,7 @@ renders/<model>/<layer>/<unit>/<key>.json  its sidecar, written last: a
 atlases/<atlas-key>.png + .json            grids and their manifests
 jobs/<job-id>.json                         finished jobs' records
 cache/precision/<id>.json                  bf16 verdicts (service.precision_policy)
+images/<sha256>                            uploaded images that renders start from
 """
 
 from __future__ import annotations
@@ -41,3 +42,7 @@ def job_record_key(job_id: str) -> str:
 
 def precision_verdict_key(verdict_id: str) -> str:
     return check_key(f"cache/precision/{verdict_id}.json")
+
+
+def image_key(content_key: str) -> str:
+    return check_key(f"images/{content_key}")

@@ -7,7 +7,7 @@ that layer raises as soon as its output exists, so nothing deeper is computed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -21,28 +21,42 @@ class _Reached(Exception):
 
 
 class LayerProbe:
-    """Callable: input batch → the target layer's activations."""
+    """Callable: input batch → the activations of the layers asked for, the
+    forward stopped as soon as the last of them is computed."""
 
-    def __init__(self, net: nn.Module, layer_path: str) -> None:
+    def __init__(self, net: nn.Module, layer_paths: str | Sequence[str]) -> None:
         self.net = net
-        self.layer_path = layer_path
+        self.paths = [layer_paths] if isinstance(layer_paths, str) else list(dict.fromkeys(layer_paths))
         modules = dict(net.named_modules())
-        if layer_path not in modules:
-            raise KeyError(layer_path)
-        self.module = modules[layer_path]
+        for path in self.paths:
+            if path not in modules:
+                raise KeyError(path)
+        self.modules = [modules[p] for p in self.paths]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        def stop(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-            raise _Reached(out)
+        """The first layer's activations (the target's)."""
+        return self.all(x)[self.paths[0]]
 
-        handle = self.module.register_forward_hook(stop)
+    def all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        seen: dict[str, torch.Tensor] = {}
+
+        def hook(path: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+            def keep(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+                seen[path] = out
+                if len(seen) == len(self.paths):
+                    raise _Reached(out)
+
+            return keep
+
+        handles = [m.register_forward_hook(hook(p)) for p, m in zip(self.paths, self.modules)]
         try:
-            out = self.net(x)
-        except _Reached as reached:
-            return reached.output
+            self.net(x)
+        except _Reached:
+            return seen
         finally:
-            handle.remove()
-        return torch.as_tensor(out)  # pragma: no cover - the hook always fires
+            for h in handles:
+                h.remove()
+        raise RuntimeError(f"layers {self.paths} were not all reached")  # pragma: no cover
 
 
 class UnitSelector:
@@ -70,3 +84,19 @@ class UnitSelector:
         rs = torch.tensor([p[0] if p else h // 2 for p in self.positions], device=act.device)
         cs = torch.tensor([p[1] if p else w // 2 for p in self.positions], device=act.device)
         return picked[self.rows, rs, cs]
+
+
+def group_similarity(act: torch.Tensor, groups: Sequence[int]) -> torch.Tensor:
+    """Lucid's diversity term, per image: the summed cosine similarity of its
+    Gram matrix (channels × channels, at a conv layer) with those of the other
+    samples of its group, divided by the group's size. Images only meet
+    their own group's, so groups stay independent of each other."""
+    # Half precision (autocast) is too coarse for Gram matrices: float32 at least.
+    flat = (act.float() if act.dtype in (torch.bfloat16, torch.float16) else act).flatten(2)  # (B, C, HW)
+    grams = flat @ flat.transpose(1, 2)
+    grams = grams / grams.flatten(1).norm(dim=1).clamp_min(1e-10).view(-1, 1, 1)
+    g = torch.tensor(list(groups), device=act.device)
+    same = (g[:, None] == g[None, :]).to(flat.dtype) - torch.eye(len(groups), device=act.device, dtype=flat.dtype)
+    sims = grams.flatten(1) @ grams.flatten(1).T  # (B, B)
+    similarity: torch.Tensor = (sims * same).sum(1) / (same.sum(1) + 1)
+    return similarity

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from service import layout
+from service import layout, recipes
 from service.contract import new_job_id
-from service.errors import BadPrior, BadUnit, DreamfarmError, one_line
+from service.errors import BadPrior, BadRequest, BadUnit, DreamfarmError
 from service.request import JobRequest
 from service.spec import PRIOR_NAMES, PriorTerm, Recipe, RenderSpec, UnitKind
 from service.storage import Store
+from service.validation import describe
 from service.zoo import Architecture, LayerInfo
 
 UnitRef = int | str
@@ -43,7 +44,8 @@ class PlannedUnit:
 
     @property
     def caption(self) -> str:
-        return self.label or str(self.spec.unit)
+        base = self.label or str(self.spec.unit)
+        return f"{base} #{self.spec.sample + 1}" if self.spec.samples > 1 else base
 
 
 def parse_prior(items: Iterable[str]) -> tuple[PriorTerm, ...]:
@@ -108,37 +110,50 @@ def plan_units(
     seed: int = 0,
     random_weights: bool = False,
     position: tuple[int, int] | None = None,
+    init_image: str | None = None,
 ) -> list[PlannedUnit]:
-    """Validate a unit selection against the architecture and expand it into specs."""
+    """Validate a unit selection against the architecture and expand it into
+    specs: one per unit, or `recipe.samples` per unit, consecutive."""
     info = arch.layer(layer)
     unit_kind = arch.kind(info, kind)
     pos = arch.position(info, unit_kind, position)
     indices = expand_units(arch, info, unit_kind, units)
     out = []
     for u in indices:
-        try:
-            spec = RenderSpec(
-                model=arch.entry.name, layer=info.path, kind=unit_kind, unit=u, position=pos, seed=seed,
-                random_weights=random_weights, **recipe.model_dump(),
-            )  # fmt: skip
-        except ValidationError as exc:
-            raise DreamfarmError(one_line(str(exc))) from exc
-        out.append(PlannedUnit(spec, arch.label(info, unit_kind, u)))
+        for k in range(recipe.samples):
+            try:
+                spec = RenderSpec(
+                    model=arch.entry.name, layer=info.path, kind=unit_kind, unit=u, position=pos, seed=seed,
+                    random_weights=random_weights, sample=k, init_image=init_image, **recipe.model_dump(),
+                )  # fmt: skip
+            except ValidationError as exc:
+                raise DreamfarmError(describe(exc)) from None
+            out.append(PlannedUnit(spec, arch.label(info, unit_kind, u)))
     return out
 
 
-def request_recipe(request: JobRequest, default_size: int) -> Recipe:
-    try:
-        return Recipe(
-            prior=tuple(p.term() for p in request.prior), steps=request.steps, lr=request.lr,
-            size=request.size or default_size, init_scale=request.init_scale, precision=request.precision,
-        )  # fmt: skip
-    except ValidationError as exc:
-        errors = exc.errors()
-        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
-        msg = errors[0]["msg"] if errors else str(exc)
-        cls = BadPrior if where.startswith("prior") else DreamfarmError
-        raise cls(one_line(f"{where or 'request'}: {msg}"), field=where or None) from None
+#: Lucid's diversity weight when samples are asked for without one.
+DEFAULT_DIVERSITY = 10.0
+
+
+def request_recipe(request: JobRequest, arch: Architecture) -> Recipe:
+    """The request's recipe: the named preset, the request's overrides, the
+    size (default: the model's), and for samples a diversity term at a conv
+    layer (default: one about two thirds of the way to the target)."""
+    fields = {**request.overrides(), "size": request.size or arch.entry.input_size}
+    recipe = recipes.recipe(request.recipe, fields)
+    if recipe.samples > 1 and request.diversity is None and not recipe.diversity:
+        recipe = recipe.model_copy(update={"diversity": DEFAULT_DIVERSITY})
+    if recipe.diversity:
+        where = arch.conv_layer(recipe.diversity_layer, before=request.layer)
+        recipe = recipe.model_copy(update={"diversity_layer": where.path})
+    if recipe.param.name == "image" and request.init_image is None:
+        raise BadRequest("this recipe starts from an image: give init_image (POST /v1/images; --init-image)",
+                         field="init_image")  # fmt: skip
+    if request.init_image is not None and recipe.param.name != "image":
+        raise BadRequest(f"init_image needs param 'image' (recipe adversarial), not {recipe.param.name!r}",
+                         field="init_image")  # fmt: skip
+    return recipe
 
 
 def selection(request: JobRequest) -> UnitSelection:
@@ -151,9 +166,9 @@ def selection(request: JobRequest) -> UnitSelection:
 def plan_request(request: JobRequest, arch: Architecture) -> list[PlannedUnit]:
     """The one way from a request to its specs: the API, a retry and the CLI all use it."""
     return plan_units(
-        arch, layer=request.layer, units=selection(request), recipe=request_recipe(request, arch.entry.input_size),
+        arch, layer=request.layer, units=selection(request), recipe=request_recipe(request, arch),
         kind=request.kind, seed=request.seed, random_weights=request.random_weights,
-        position=request.position_tuple(),
+        position=request.position_tuple(), init_image=request.init_image,
     )  # fmt: skip
 
 
@@ -182,7 +197,11 @@ def plan_job(
     """Plan a job: expand, drop what the bucket already holds, batch the rest."""
     units = plan_request(request, arch)
     if max_units is not None and len(units) > max_units:
-        raise BadUnit(f"{len(units)} units in one job; the limit is {max_units} (split the job)")
+        what = "units" if units[0].spec.samples == 1 else "renders (units × samples)"
+        raise BadUnit(f"{len(units)} {what} in one job; the limit is {max_units} (split the job)")
+    if request.init_image is not None and not store.exists(layout.image_key(request.init_image)):
+        raise BadRequest(f"no image {request.init_image[:16]}… in the bucket: upload it first (POST /v1/images)",
+                         field="init_image")  # fmt: skip
     present = existing_sidecars(store, layout.layer_prefix(units[0].spec)) if units else set()
     cached = {u.spec.key() for u in units if layout.render_sidecar_key(u.spec) in present}
     todo = [u.spec for u in units if u.spec.key() not in cached]
@@ -197,13 +216,25 @@ def units_with_keys(request: JobRequest, arch: Architecture, keys: Sequence[str]
 
 def batches(specs: Sequence[RenderSpec], batch_size: int) -> list[list[RenderSpec]]:
     """Group specs that can share one optimization, at most `batch_size` each,
-    keeping the input order within a group."""
+    keeping the input order within a group. The samples of one unit (a
+    diversity group) always share a batch, even one larger than `batch_size`."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    groups: dict[str, list[RenderSpec]] = {}
+    by_key: dict[str, list[list[RenderSpec]]] = {}
     for s in specs:
-        groups.setdefault(s.batch_key(), []).append(s)
+        groups = by_key.setdefault(s.batch_key(), [])
+        if groups and groups[-1][0].group_key() == s.group_key():
+            groups[-1].append(s)
+        else:
+            groups.append([s])
     out: list[list[RenderSpec]] = []
-    for group in groups.values():
-        out.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
+    for groups in by_key.values():
+        current: list[RenderSpec] = []
+        for group in groups:
+            if current and len(current) + len(group) > batch_size:
+                out.append(current)
+                current = []
+            current = current + group
+        if current:
+            out.append(current)
     return out

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from service import engine
 from service.spec import RenderSpec
+from service.zoo import Preprocessing
 
 ACTIVATION_RATIO = 0.95
 
@@ -66,12 +67,14 @@ def guard_bfloat16(
     device: torch.device,
     pretrained: bool,
     channels_last: bool = False,
+    preprocessing: Preprocessing | None = None,
 ) -> GuardReport:
     """Render `specs` in float32 and in bf16 and compare (see module doc)."""
     if not pretrained:
         specs = [s.model_copy(update={"prior": ()}) for s in specs]
-    f32 = engine.render(net, layer_path, specs, precision="float32", device=device, channels_last=channels_last)
-    b16 = engine.render(net, layer_path, specs, precision="bfloat16", device=device, channels_last=channels_last)
+    kw = {"device": device, "channels_last": channels_last, "preprocessing": preprocessing}
+    f32 = engine.render(net, layer_path, specs, precision="float32", **kw)  # type: ignore[arg-type]
+    b16 = engine.render(net, layer_path, specs, precision="bfloat16", **kw)  # type: ignore[arg-type]
     start = f32.trace[0].activation if f32.trace else [0.0] * len(specs)
     gains_f = [float(f) - a0 for f, a0 in zip(f32.activation, start)]
     gains_b = [float(b) - a0 for b, a0 in zip(b16.activation, start)]
@@ -80,8 +83,9 @@ def guard_bfloat16(
     same: list[bool] | None = None
     if pretrained:
         with torch.no_grad():
-            top_f = net(f32.images.to(device)).argmax(1).cpu()
-            top_b = net(b16.images.to(device)).argmax(1).cpu()
+            to_input = preprocessing.to_input if preprocessing and specs[0].param.name != "pixel" else (lambda t: t)
+            top_f = net(to_input(f32.images.to(device))).argmax(1).cpu()
+            top_b = net(to_input(b16.images.to(device))).argmax(1).cpu()
         same = [bool(a == b) for a, b in zip(top_f, top_b)]
     ok_ratio = mean_ratio >= ACTIVATION_RATIO
     ok_top1 = same is None or all(same)

@@ -70,7 +70,9 @@ def decide(
     """For 'auto' on a device with fast bf16, give the renderer a verdict:
     a stored one, or one probe run now and stored."""
     spec = specs[0]
-    if spec.precision != "auto" or not bfloat16_is_fast(renderer.device):
+    # Starting from a given image needs that image in the probe too: such
+    # renders (adversarial ones) stay float32 unless bf16 is asked for.
+    if spec.precision != "auto" or not bfloat16_is_fast(renderer.device) or spec.param.name == "image":
         return
     report = load(verdicts, spec, renderer.device)
     if report is None:

@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import torch
+import torch.nn as nn
 import torchvision
 
-from service import engine, layout, precision
+from service import engine, layout, precision, quality
+from service.contract import RenderItem
 from service.devices import default_device, device_name
 from service.engine import BatchResult
 from service.images import png_bytes
 from service.precision import GuardReport
+from service.quality import Verdict
 from service.spec import RenderSpec, canonical_json
 from service.storage import Store
-from service.zoo import ModelEntry, WeightsConfig, load_network
+from service.zoo import ModelEntry, Registry, WeightsConfig, load_network
 
 ProgressFn = Callable[[int, int], None]
 DREAMFARM_VERSION = "0.2.0"
@@ -39,12 +42,38 @@ def versions() -> dict[str, str]:
 
 
 @dataclass
+class Rendered:
+    """A batch's result and how recognizable each image is: per image, the
+    rendering network's verdict first, then the judges'."""
+
+    result: BatchResult
+    verdicts: list[list[Verdict]]
+    original_verdicts: list[Verdict] | None = None  # param "image": the starting image's
+
+    def ranks(self, i: int) -> dict[str, int]:
+        return {v.model: v.target_rank for v in self.verdicts[i] if v.target_rank is not None}
+
+
+@dataclass
+class Judge:
+    """A network that only classifies renders (one extra forward per image)."""
+
+    net: nn.Module
+    entry: ModelEntry
+
+
+def load_judges(registry: Registry, names: Sequence[str], weights: WeightsConfig, device: torch.device) -> list[Judge]:
+    return [Judge(load_network(registry.get(m), config=weights, device=device), registry.get(m)) for m in names]
+
+
+@dataclass
 class Renderer:
     entry: ModelEntry
     device: torch.device = field(default_factory=default_device)
     random_weights: bool = False
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     guard_report: GuardReport | None = None
+    judges: list[Judge] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
@@ -58,20 +87,44 @@ class Renderer:
     def run_guard(self, specs: Sequence[RenderSpec]) -> GuardReport:
         self.guard_report = precision.guard_bfloat16(
             self.net, specs[0].layer, specs, device=self.device, pretrained=not self.random_weights,
-            channels_last=self.channels_last,
+            channels_last=self.channels_last, preprocessing=self.entry.preprocessing,
         )  # fmt: skip
         return self.guard_report
 
     def resolved_precision(self, spec: RenderSpec) -> str:
         return precision.resolve(spec.precision, self.device, self.guard_report)
 
-    def render(self, specs: Sequence[RenderSpec], progress: ProgressFn | None = None) -> BatchResult:
-        return engine.render(
-            self.net, specs[0].layer, specs, precision=self.resolved_precision(specs[0]), device=self.device,
-            progress=progress, channels_last=self.channels_last,
+    def render(
+        self, specs: Sequence[RenderSpec], progress: ProgressFn | None = None, originals: torch.Tensor | None = None
+    ) -> Rendered:
+        result = engine.render(
+            self.net, specs[0].layer, specs, preprocessing=self.entry.preprocessing,
+            precision=self.resolved_precision(specs[0]), device=self.device, originals=originals, progress=progress,
+            channels_last=self.channels_last,
         )  # fmt: skip
+        targets = [s.unit if s.kind == "logit" else None for s in specs]
+        size = specs[0].size
+        judged = [quality.verdicts(self.net, self.entry, result.display, targets, size)]
+        judged += [quality.verdicts(j.net, j.entry, result.display, targets) for j in self.judges
+                   if j.entry.name != self.entry.name]  # fmt: skip
+        per_image = [[v[i] for v in judged] for i in range(len(specs))]
+        before = None
+        if result.original is not None:
+            before = quality.verdicts(self.net, self.entry, result.original, targets, size)
+        return Rendered(result, per_image, before)
 
-    def sidecar(self, spec: RenderSpec, result: BatchResult, i: int, label: str | None) -> dict[str, object]:
+    def sidecar(self, spec: RenderSpec, rendered: Rendered, i: int, item: RenderItem) -> dict[str, object]:
+        result = rendered.result
+        side = self._record(spec, result, i, item.label)
+        side["recipe"] = item.recipe
+        side["steps_taken"] = result.steps_taken[i] if result.steps_taken else result.steps
+        verdicts = rendered.verdicts[i]
+        side["quality"] = {"renderer": verdicts[0].as_dict(), "judges": [v.as_dict() for v in verdicts[1:]]}
+        if result.original is not None and rendered.original_verdicts is not None:
+            side["adversarial"] = perturbation(result.original[i], result.display[i], spec, rendered, i)
+        return side
+
+    def _record(self, spec: RenderSpec, result: BatchResult, i: int, label: str | None) -> dict[str, object]:
         return {
             "key": spec.key(),
             "spec": spec.model_dump(mode="json"),
@@ -94,9 +147,29 @@ class Renderer:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def store_one(self, store: Store, spec: RenderSpec, result: BatchResult, i: int, label: str | None) -> None:
-        """Image `i` of `result`: PNG first, sidecar last (the sidecar is what marks a render done)."""
-        side = self.sidecar(spec, result, i, label)
+    def store_one(self, store: Store, rendered: Rendered, i: int, item: RenderItem) -> None:
+        """Image `i`: PNG first, sidecar last (the sidecar is what marks a render done)."""
+        spec = item.spec
+        side = self.sidecar(spec, rendered, i, item)
         meta = {"render-key": spec.key()}
-        store.put(layout.render_png_key(spec), png_bytes(result.display[i]), "image/png", meta)
+        store.put(layout.render_png_key(spec), png_bytes(rendered.result.display[i]), "image/png", meta)
         store.put(layout.render_sidecar_key(spec), canonical_json(side).encode(), "application/json", meta)
+
+
+def perturbation(
+    original: torch.Tensor, shown: torch.Tensor, spec: RenderSpec, rendered: Rendered, i: int
+) -> dict[str, object]:
+    """What an adversarial render changed: the 8-bit images' L∞ and L2
+    distance (in [0, 1] units), and the network's top-5 before and after."""
+    diff = (shown.to(torch.float64) - original.to(torch.float64)) / 255
+    before = rendered.original_verdicts[i] if rendered.original_verdicts else None
+    return {
+        "epsilon": spec.epsilon,
+        "linf": round(float(diff.abs().max()), 6),
+        "linf_levels": int((shown.to(torch.int16) - original.to(torch.int16)).abs().max()),
+        "l2": round(float(diff.pow(2).sum().sqrt()), 6),
+        "steps": rendered.result.steps_taken[i] if rendered.result.steps_taken else rendered.result.steps,
+        "original_top5": before.as_dict()["top5"] if before else None,
+        "result_top5": rendered.verdicts[i][0].as_dict()["top5"],
+        "original_target_rank": before.target_rank if before else None,
+    }

@@ -13,7 +13,18 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, field_validator
 
 from service.errors import BadUnit
-from service.spec import MAX_SIZE, MAX_STEPS, MIN_SIZE, PriorName, PriorTerm, UnitKind
+from service.spec import (
+    MAX_SAMPLES,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+    Direction,
+    ParamName,
+    PriorName,
+    PriorTerm,
+    TransformName,
+    UnitKind,
+)
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 MAX_UNIT_INDEX = 10**7
@@ -64,11 +75,33 @@ class UnitRangeIn(BaseModel):
 
 
 Units = list[UnitIndex | ClassName] | UnitRangeIn | Literal["all"]
+# The presets of service.recipes (a test checks that the two agree).
+RecipeName = Literal["lecture", "lucid", "maco", "adversarial"]
+LayerName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")]
+
+
+class ParamIn(BaseModel):
+    model_config = STRICT
+    name: ParamName
+    decay: FiniteFloat = Field(1.0, ge=0, le=4)
+    decorrelate: bool = True
+
+
+class TransformIn(BaseModel):
+    model_config = STRICT
+    name: TransformName
+    amount: FiniteFloat = Field(gt=0, le=256)
+
+
+# Fields a request may set to override its recipe's (None: the recipe's).
+RECIPE_FIELDS = ("prior", "steps", "lr", "init_scale", "precision", "param", "transforms", "direction", "samples",
+                 "diversity", "diversity_layer", "epsilon", "stop_margin")  # fmt: skip
 
 
 class JobRequest(BaseModel):
-    """A render job. Every field but model, layer and units has the lecture's
-    default; `size` defaults to the model's input size."""
+    """A render job: model, layer, units, and a recipe (the lecture's by
+    default) whose fields may be overridden one by one; a field left out (or
+    null) is the recipe's. `size` defaults to the model's input size."""
 
     model_config = STRICT
 
@@ -78,21 +111,31 @@ class JobRequest(BaseModel):
     kind: UnitKind | None = None
     # A JSON array of two: a list, since strict mode takes no list for a tuple.
     position: list[Coordinate] | None = Field(None, min_length=2, max_length=2)
-    prior: list[PriorIn] = Field(default_factory=lambda: [PriorIn(name="edge_energy", weight=1.0)], max_length=4)
-    steps: int = Field(250, ge=1, le=MAX_STEPS)
-    lr: FiniteFloat = Field(0.1, gt=0, le=100)
+    recipe: RecipeName = "lecture"
+    prior: list[PriorIn] | None = Field(None, max_length=4)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    lr: FiniteFloat | None = Field(None, gt=0, le=100)
     size: int | None = Field(None, ge=MIN_SIZE, le=MAX_SIZE)
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    init_scale: FiniteFloat = Field(0.01, ge=0, le=10)
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    init_scale: FiniteFloat | None = Field(None, ge=0, le=10)
+    precision: Literal["auto", "float32", "bfloat16"] | None = None
+    param: ParamIn | None = None
+    transforms: list[TransformIn] | None = Field(None, max_length=8)
+    direction: Direction | None = None
+    samples: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+    diversity: FiniteFloat | None = Field(None, ge=0, le=1e6)
+    diversity_layer: LayerName | None = None
+    init_image: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    epsilon: FiniteFloat | None = Field(None, gt=0, le=1)
+    stop_margin: FiniteFloat | None = Field(None, ge=0, le=1e3)
     random_weights: bool = False
     batch_size: int | None = Field(None, ge=1, le=1024)
     title: Title | None = None
 
     @field_validator("prior")
     @classmethod
-    def _distinct_priors(cls, v: list[PriorIn]) -> list[PriorIn]:
-        names = [p.name for p in v]
+    def _distinct_priors(cls, v: list[PriorIn] | None) -> list[PriorIn] | None:
+        names = [p.name for p in v or []]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"each prior term may appear once; repeated: {', '.join(dupes)}")
@@ -118,3 +161,19 @@ class JobRequest(BaseModel):
     def listed_units(self) -> int | None:
         """How many units the request lists explicitly (None for a range or 'all')."""
         return len(self.units) if isinstance(self.units, list) else None
+
+    def overrides(self) -> dict[str, object]:
+        """The recipe fields this request sets, as `Recipe` takes them."""
+        out: dict[str, object] = {}
+        for name in RECIPE_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "prior":
+                value = tuple(p.term() for p in value)
+            elif isinstance(value, BaseModel):
+                value = value.model_dump()
+            elif name == "transforms":
+                value = [t.model_dump() for t in value]
+            out[name] = value
+        return out

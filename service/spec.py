@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
@@ -17,12 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator,
 # if they had been made by the new engine.
 ENGINE_VERSION = "1"
 
+ParamName = Literal["pixel", "fourier", "maco", "image"]
+PARAM_NAMES: tuple[str, ...] = ("pixel", "fourier", "maco", "image")
+TransformName = Literal["pad", "jitter", "scale", "rotate"]
+TRANSFORM_NAMES: tuple[str, ...] = ("pad", "jitter", "scale", "rotate")
+Direction = Literal["max", "min"]
 PriorName = Literal["edge_energy", "tv", "l2", "none"]
 PRIOR_NAMES: tuple[str, ...] = ("edge_energy", "tv", "l2", "none")
 UnitKind = Literal["logit", "channel", "neuron"]
 Precision = Literal["auto", "float32", "bfloat16", "float64"]
 
 MAX_STEPS = 100_000
+MAX_SAMPLES = 16
+MIN_SEEN = 8
 MAX_SIZE = 1024
 MIN_SIZE = 16
 
@@ -39,6 +47,38 @@ class PriorTerm(BaseModel):
 DEFAULT_PRIOR: tuple[PriorTerm, ...] = (PriorTerm(name="edge_energy", weight=1.0),)
 
 
+class Param(BaseModel):
+    """How the image is made from what Adam optimizes.
+
+    - `pixel`: the network's input itself (the lecture's);
+    - `fourier`: a spectrum scaled by 1/f^decay, colours decorrelated, a sigmoid into [0, 1] (Lucid);
+    - `maco`: the phase of a spectrum whose magnitude is fixed to a 1/f^decay power law (MaCo);
+    - `image`: pixels in [0, 1] starting from a given image (`init_image`), optionally within
+      `epsilon` of it (adversarial examples).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ParamName = "pixel"
+    decay: FiniteFloat = Field(1.0, ge=0, le=4)
+    decorrelate: bool = True
+
+
+class Transform(BaseModel):
+    """One random transform applied before the network at every step, drawn per
+    image from that image's own generator. `amount`: pad and jitter in pixels,
+    scale as the largest relative change (0.1: factors in [0.9, 1.1]), rotate
+    in degrees (uniform in ±amount)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: TransformName
+    amount: FiniteFloat = Field(gt=0, le=256)
+
+
+PIXEL = Param()
+
+
 class Recipe(BaseModel):
     """The optimization settings shared by every image of a batch."""
 
@@ -50,6 +90,27 @@ class Recipe(BaseModel):
     size: int = Field(224, ge=MIN_SIZE, le=MAX_SIZE)
     init_scale: FiniteFloat = Field(0.01, ge=0, le=10)
     precision: Precision = "auto"
+    # Beyond the lecture (each left out of the content key at its default, so
+    # the lecture's renders keep their keys).
+    param: Param = PIXEL
+    transforms: tuple[Transform, ...] = ()
+    direction: Direction = "max"
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    diversity: FiniteFloat = Field(0.0, ge=0, le=1e6)
+    diversity_layer: str | None = Field(None, min_length=1, max_length=128)
+    epsilon: FiniteFloat | None = Field(None, gt=0, le=1)
+    stop_margin: FiniteFloat | None = Field(None, ge=0, le=1e3)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.epsilon is not None and self.param.name != "image":
+            raise ValueError("epsilon bounds a perturbation of a given image: it needs param 'image'")
+        if self.diversity > 0 and self.samples < 2:
+            raise ValueError("diversity compares the samples of a unit: it needs samples >= 2")
+        if (seen := transformed_size(self.transforms, self.size)) < MIN_SEEN:
+            raise ValueError(f"the transforms leave a {seen}-pixel image of a {self.size}-pixel one: "
+                             f"at least {MIN_SEEN} pixels must reach the network")  # fmt: skip
+        return self
 
     @field_validator("prior")
     @classmethod
@@ -76,38 +137,78 @@ class RenderSpec(Recipe):
     seed: int = Field(0, ge=0, le=2**63 - 1)
     random_weights: bool = False
     engine_version: str = ENGINE_VERSION
+    # Which of the unit's `samples` diversity samples this image is.
+    sample: int = Field(0, ge=0, lt=MAX_SAMPLES)
+    # The content key (sha256) of the image `param` "image" starts from.
+    init_image: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
-    def _position_only_for_neurons(self) -> RenderSpec:
+    def _per_image_fields(self) -> RenderSpec:
         if self.position is not None and self.kind != "neuron":
             raise ValueError("position is only meaningful for kind 'neuron'")
+        if self.sample >= self.samples:
+            raise ValueError(f"sample {self.sample} of {self.samples}: samples are numbered from 0")
+        if (self.init_image is None) != (self.param.name != "image"):
+            raise ValueError("param 'image' starts from a given image: give init_image with it, and only with it")
         return self
 
     def recipe(self) -> Recipe:
         return Recipe(**{k: getattr(self, k) for k in Recipe.model_fields})
 
+    def content(self) -> dict[str, object]:
+        """What the key is made of: every field, except the ones added after the
+        lecture while they hold their default (so that the lecture's renders keep
+        their keys; any change still changes the key)."""
+        data = self.model_dump(mode="json")
+        for name in LATER_FIELDS:
+            if getattr(self, name) == RenderSpec.model_fields[name].default:
+                data.pop(name)
+        return data
+
     def canonical_json(self) -> str:
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.content())
 
     def key(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     def batch_key(self) -> str:
-        """Specs with equal batch keys may be rendered as one optimization."""
-        fields = self.model_dump(mode="json", exclude={"unit", "position", "seed"})
+        """Specs with equal batch keys may be rendered as one optimization:
+        everything but what makes one image of a batch differ from another."""
+        fields = {k: v for k, v in self.content().items() if k not in PER_IMAGE_FIELDS}
         return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+
+    def group_key(self) -> tuple[object, ...]:
+        """The diversity group: the samples of one unit, rendered in one batch."""
+        return (self.unit, self.position, self.seed, self.init_image)
 
     def noise_seed(self) -> int:
         """Seed of this image's own random generator.
 
-        Derived from what identifies the image (seed, unit, position) but not
-        from the recipe, so that the same unit starts from the same noise
-        whatever the step count or prior: renders stay comparable.
+        Derived from what identifies the image (seed, unit, position, sample)
+        but not from the recipe, so that the same unit starts from the same
+        noise whatever the step count or prior: renders stay comparable.
         """
-        ident = canonical_json(
-            {"seed": self.seed, "unit": self.unit, "position": self.position, "model": self.model, "layer": self.layer}
-        )
-        return int.from_bytes(hashlib.sha256(ident.encode()).digest()[:8], "big") >> 1
+        ident: dict[str, object] = {"seed": self.seed, "unit": self.unit, "position": self.position,
+                                    "model": self.model, "layer": self.layer}  # fmt: skip
+        if self.sample:
+            ident["sample"] = self.sample
+        return int.from_bytes(hashlib.sha256(canonical_json(ident).encode()).digest()[:8], "big") >> 1
+
+
+def transformed_size(transforms: Sequence[Transform], size: int) -> int:
+    """The side of the image the network sees after `transforms`: padding
+    grows the canvas on both sides, jitter crops it (as in Lucid)."""
+    for t in transforms:
+        if t.name == "pad":
+            size += 2 * round(t.amount)
+        elif t.name == "jitter":
+            size -= round(t.amount)
+    return size
+
+
+LATER_FIELDS = ("param", "transforms", "direction", "samples", "diversity", "diversity_layer", "epsilon",
+                "stop_margin", "sample", "init_image")  # fmt: skip
+PER_IMAGE_FIELDS = ("unit", "position", "seed", "sample", "init_image")
 
 
 def canonical_json(obj: object) -> str:

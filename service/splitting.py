@@ -36,14 +36,17 @@ def render_splitting(
     *,
     on_split: Callable[[int, int], None] | None = None,
     after_oom: Callable[[], None] | None = None,
+    together: Callable[[S], object] | None = None,
 ) -> list[Piece[S, R]]:
     """Render `specs`; each piece that runs out of memory is split in two.
-    A single unit that still runs out of memory is returned with its error.
-    Other exceptions propagate."""
+    A single unit (or group: consecutive specs with equal `together(spec)`,
+    which are never split) that still runs out of memory is returned with its
+    error. Other exceptions propagate."""
     pieces: list[Piece[S, R]] = []
-    stack: list[list[S]] = [list(specs)]
+    stack: list[list[list[S]]] = [_groups(specs, together)]
     while stack:
-        part = stack.pop()
+        groups = stack.pop()
+        part = [s for g in groups for s in g]
         try:
             pieces.append(Piece(part, render(part)))
         except Exception as exc:
@@ -51,11 +54,21 @@ def render_splitting(
                 raise
             if after_oom is not None:
                 after_oom()
-            if len(part) == 1:
+            if len(groups) == 1:
                 pieces.append(Piece(part, None, f"out of memory even alone: {exc}"))
                 continue
-            half = len(part) // 2
+            half = len(groups) // 2
             if on_split is not None:
-                on_split(len(part), half)
-            stack.extend([part[half:], part[:half]])
+                on_split(len(part), sum(len(g) for g in groups[:half]))
+            stack.extend([groups[half:], groups[:half]])
     return pieces
+
+
+def _groups(specs: Sequence[S], together: Callable[[S], object] | None) -> list[list[S]]:
+    out: list[list[S]] = []
+    for s in specs:
+        if together is not None and out and together(out[-1][0]) == together(s):
+            out[-1].append(s)
+        else:
+            out.append([s])
+    return out

@@ -15,7 +15,7 @@ from service.config import DEFAULT_TENANT, Settings
 from service.contract import JOB_ID, Publisher, make_batches
 from service.errors import Conflict, NotFound, OverLimit, one_line
 from service.jobstore import JobStore
-from service.planning import JobPlan, batches, plan_job, units_with_keys
+from service.planning import JobPlan, batches, plan_job, request_recipe, units_with_keys
 from service.quota import TenantQuota
 from service.request import JobRequest
 from service.storage import Store
@@ -38,9 +38,10 @@ class Limits:
     def from_settings(cls, s: Settings) -> Limits:
         return cls(s.max_steps, s.max_size, s.max_units_per_job, s.max_jobs_in_flight, s.batch_size or DEFAULT_BATCH)
 
-    def check(self, request: JobRequest) -> None:
-        if request.steps > self.max_steps:
-            raise OverLimit(f"steps {request.steps} over this server's limit of {self.max_steps}", field="steps")
+    def check(self, request: JobRequest, steps: int) -> None:
+        """`steps`: the request's recipe's."""
+        if steps > self.max_steps:
+            raise OverLimit(f"steps {steps} over this server's limit of {self.max_steps}", field="steps")
         if request.size is not None and request.size > self.max_size:
             raise OverLimit(f"size {request.size} over this server's limit of {self.max_size}", field="size")
         listed = request.listed_units()
@@ -70,15 +71,15 @@ class Workflows:
     def submit(self, request: JobRequest, tenant: str) -> JobPlan:
         """Plan → reserve a place in the tenant's quota → record → enqueue;
         undone (the job cancelled, the place given back) if a step fails."""
-        self.limits.check(request)
         arch = self.architectures.get(request.model, request.size)
+        self.limits.check(request, request_recipe(request, arch).steps)
         plan = plan_job(request, arch, self.store, batch_size=self.limits.batch_size,
                         max_units=self.limits.max_units_per_job)  # fmt: skip
         quota = TenantQuota(self.jobs, self.limits.max_jobs_in_flight)
         quota.reserve(tenant, plan.job_id)
         try:
             self.jobs.create(plan, tenant=tenant)
-            self.publisher.publish(make_batches(plan.job_id, plan.batches, plan.labels()))
+            self.publisher.publish(make_batches(plan.job_id, plan.batches, plan.labels(), request.recipe))
         except Exception:
             self._abandon(quota, tenant, plan.job_id)
             raise
@@ -101,7 +102,7 @@ class Workflows:
         TenantQuota(self.jobs, self.limits.max_jobs_in_flight).reserve(tenant, job_id)
         self.jobs.reopen(job_id)
         groups = batches([u.spec for u in units], request.batch_size or self.limits.batch_size)
-        self.publisher.publish(make_batches(job_id, groups, {u.spec.key(): u.label for u in units}))
+        self.publisher.publish(make_batches(job_id, groups, {u.spec.key(): u.label for u in units}, request.recipe))
         self.jobs.add_event(job_id, "retried", units=len(units), batches=len(groups))
         log.info("job=%s tenant=%s retried: %d failed units, %d batches", job_id, tenant, len(units), len(groups))
         return len(groups)

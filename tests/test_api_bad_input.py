@@ -23,7 +23,21 @@ from tests.service_helpers import client, queue_length, small_job
 
 pytestmark = pytest.mark.integration
 
-LIMITS = {"DREAMFARM_MAX_UNITS_PER_JOB": "50", "DREAMFARM_MAX_STEPS": "1000", "DREAMFARM_MAX_SIZE": "256"}
+LIMITS = {"DREAMFARM_MAX_UNITS_PER_JOB": "50", "DREAMFARM_MAX_STEPS": "1000", "DREAMFARM_MAX_SIZE": "256",
+          "DREAMFARM_MAX_IMAGE_BYTES": "200000"}  # fmt: skip
+
+
+def _gif() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+GIF = _gif()
 BODY_LIMIT = 64 * 1024  # the default DREAMFARM_MAX_BODY_BYTES
 
 
@@ -194,6 +208,60 @@ BAD = [
     Bad("title-line-separator", job(title="a\u2028FORGED"), says=("title", "U+2028")),
     Bad("title-lone-surrogate", job(title="\udfff"), says=("title",)),
     Bad("title-too-long", job(title="t" * 201), says=("title", "at most 200")),
+    # Recipes and their fields.
+    Bad("unknown-recipe", job(recipe="deepdream"), says=("recipe", "'lecture'", "'lucid'")),
+    Bad("recipe-not-a-string", job(recipe=["lucid"]), says=("recipe",)),
+    Bad("epsilon-over-one", job(recipe="adversarial", epsilon=2.0, init_image="ab" * 32), says=("epsilon",)),
+    Bad("epsilon-zero", job(recipe="adversarial", epsilon=0, init_image="ab" * 32), says=("epsilon",)),
+    Bad("epsilon-without-an-image", job(recipe="lucid", epsilon=0.03), says=("epsilon", "param 'image'")),
+    Bad("samples-zero", job(samples=0), says=("samples", "greater than or equal to 1")),
+    Bad("samples-too-many", job(samples=17), says=("samples", "less than or equal to 16")),
+    Bad("samples-over-the-unit-limit", job(units=list(range(10)), samples=6), says=("60 renders", "limit is 50")),
+    Bad("unknown-transform", job(transforms=[{"name": "shear", "amount": 1}]), says=("transforms.0.name", "'jitter'")),
+    Bad("transform-without-amount", job(transforms=[{"name": "jitter"}]), says=("transforms.0.amount",)),
+    Bad(
+        "transforms-eat-the-image",
+        job(size=16, transforms=[{"name": "jitter", "amount": 12}], model="efficientnet_lite0"),
+        says=("transforms", "pixel image"),
+    ),
+    Bad("unknown-param", job(param={"name": "wavelet"}), says=("param.name", "'fourier'", "'maco'")),
+    Bad("param-decay-absurd", job(param={"name": "fourier", "decay": 99}), says=("param.decay",)),
+    Bad("unknown-direction", job(direction="sideways"), says=("direction", "'max'", "'min'")),
+    Bad("diversity-without-samples", job(diversity=5.0), says=("diversity", "samples >= 2")),
+    Bad("diversity-layer-not-conv", job(samples=2, diversity_layer="logits"), says=("diversity_layer", "conv")),
+    Bad("diversity-layer-unknown", job(samples=2, diversity_layer="conv99"), says=("unknown layer 'conv99'",)),
+    Bad("adversarial-without-image", job(recipe="adversarial"), says=("init_image",)),
+    Bad("init-image-not-a-key", job(recipe="adversarial", init_image="cat.jpg"), says=("init_image",)),
+    Bad(
+        "init-image-not-uploaded", job(recipe="adversarial", init_image="ab" * 32), says=("no image", "POST /v1/images")
+    ),
+    Bad("init-image-without-image-param", job(recipe="lucid", init_image="ab" * 32), says=("init_image", "'image'")),
+    # Images.
+    Bad(
+        "image-as-text",
+        b"not an image",
+        path="/v1/images",
+        headers={"content-type": "image/png"},
+        says=("not a readable PNG or JPEG",),
+    ),
+    Bad("image-a-gif", GIF, path="/v1/images", headers={"content-type": "image/png"}, says=("PNG or JPEG", "GIF")),
+    Bad(
+        "image-wrong-content-type",
+        b"x",
+        path="/v1/images",
+        headers={"content-type": "text/plain"},
+        status=415,
+        says=("Content-Type image/png or image/jpeg",),
+    ),
+    Bad(
+        "image-too-large",
+        b"\x89PNG" + b"0" * 200_001,
+        path="/v1/images",
+        headers={"content-type": "image/png"},
+        status=413,
+        says=("too large", "limit is 200000 bytes"),
+    ),
+    Bad("image-empty", b"", path="/v1/images", headers={"content-type": "image/jpeg"}, says=("not a readable",)),
     # Other routes.
     Bad("renders-negative-offset", method="GET", path=f"{NO_JOB}/renders", params={"offset": -1}, says=("offset",)),
     Bad("renders-zero-limit", method="GET", path=f"{NO_JOB}/renders", params={"limit": 0}, says=("limit",)),

@@ -95,3 +95,55 @@ def test_worker_launcher_pins_one_process_per_gpu(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert _gpu_ids("auto") == []  # nothing visible: one CPU worker
     assert _gpu_ids("none") == [] and _gpu_ids("3") == ["0", "1", "2"] and _gpu_ids("1,3") == ["1", "3"]
+
+
+def test_recipes_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipes", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in listing] == ["lecture", "lucid", "maco", "adversarial"]
+    assert main(["recipes", "lucid"]) == 0
+    assert "fourier" in capsys.readouterr().out
+
+
+def test_render_a_recipe_with_overrides_and_samples(tmp_path: Path) -> None:
+    code = main(["render", "--model", "efficientnet_lite0", "--layer", "logits", "--unit", "Samoyed", "--recipe",
+                 "lucid", "--steps", "3", "--size", "64", "--samples", "2", "--transform", "jitter:4",
+                 "--out", str(tmp_path), "--quiet", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    metas = sorted((json.loads(p.read_text()) for p in tmp_path.glob("renders/*/*/*/*.json")),
+                   key=lambda m: m["spec"]["sample"])  # fmt: skip
+    assert [m["spec"]["sample"] for m in metas] == [0, 1]
+    assert all(m["recipe"] == "lucid" and m["spec"]["steps"] == 3 for m in metas)
+    assert metas[0]["spec"]["transforms"] == [{"name": "jitter", "amount": 4.0}]
+    assert metas[0]["spec"]["diversity"] == 10.0 and metas[0]["quality"]["renderer"]["target_rank"] >= 1
+    assert json.loads((tmp_path / "atlas.json").read_text())["columns"] == 2
+
+
+def test_adversarial_from_a_file(tmp_path: Path) -> None:
+    from PIL import Image
+    from skimage import data as samples
+
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(samples.coffee()).save(photo)
+    out = tmp_path / "out"
+    code = main(["render", "--model", "efficientnet_lite0", "--layer", "logits", "--unit", "goldfish", "--recipe",
+                 "adversarial", "--epsilon", str(4 / 255), "--init-image", str(photo), "--out", str(out),
+                 "--quiet", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    (meta,) = [json.loads(p.read_text()) for p in out.glob("renders/*/*/*/*.json")]
+    assert meta["adversarial"]["result_top5"][0]["label"] == "goldfish" and meta["adversarial"]["linf_levels"] <= 4
+    assert (out / "images" / meta["spec"]["init_image"]).read_bytes() == photo.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--recipe", "adversarial"], "init_image"), (["--init-image", "/nonexistent.png"], "No such file"),
+     (["--transform", "shear:3"], "unknown transform 'shear'"), (["--samples", "0"], "samples")],
+)  # fmt: skip
+def test_recipe_errors_are_one_line(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["render", "--model", "efficientnet_lite0", "--layer", "logits", "--unit", "1", *args,
+                 "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err

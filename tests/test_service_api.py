@@ -102,3 +102,42 @@ def test_writes_need_the_token(stack: LocalStack) -> None:
 def test_unknown_and_malformed_job_ids(http: httpx.Client) -> None:
     assert http.get("/v1/jobs/0123456789abcdef").status_code == 404
     assert http.get("/v1/jobs/..%2F..%2Fetc").status_code == 404
+
+
+def test_recipes_are_listed_with_their_fields(http: httpx.Client) -> None:
+    listing = {r["name"]: r for r in http.get("/v1/recipes").json()}
+    assert list(listing) == ["lecture", "lucid", "maco", "adversarial"]
+    assert listing["lecture"]["fields"]["prior"] == [{"name": "edge_energy", "weight": 1.0}]
+    assert listing["lucid"]["fields"]["param"]["name"] == "fourier"
+    assert listing["adversarial"]["fields"]["epsilon"] == pytest.approx(8 / 255)
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_an_uploaded_image_starts_an_adversarial_job(stack: LocalStack, http: httpx.Client) -> None:
+    data = _png()
+    r = http.post("/v1/images", content=data, headers={"Content-Type": "image/png"})
+    assert r.status_code == 201, r.text
+    stored = r.json()
+    assert (stored["width"], stored["height"], stored["bytes"]) == (40, 30, len(data))
+    assert http.post("/v1/images", content=data, headers={"Content-Type": "image/png"}).json() == stored  # same key
+    before = queue_length(stack)
+    job = http.post("/v1/jobs", json=small_job(["paper towel"], recipe="adversarial", init_image=stored["key"]))
+    assert job.status_code == 202, job.text
+    assert queue_length(stack) == before + 1
+    request = http.get(f"/v1/jobs/{job.json()['id']}").json()
+    assert request["recipe"] == "adversarial" and request["request"]["init_image"] == stored["key"]
+    assert (
+        http.post(
+            "/v1/images", content=data, headers={"Content-Type": "image/png", "Authorization": "Bearer nope"}
+        ).status_code
+        == 401
+    )

@@ -29,7 +29,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = Path(tmp_path_factory.mktemp("stack"))
     # Storage retries quick enough for a test's outage of a few seconds.
     env = {"DREAMFARM_CACHE": str(root / "cache"), "DREAMFARM_STORAGE_BACKOFF_S": "0.5",
-           "DREAMFARM_STORAGE_BACKOFF_CAP_S": "4", "DREAMFARM_STORAGE_RETRIES": "8"}  # fmt: skip
+           "DREAMFARM_STORAGE_BACKOFF_CAP_S": "4", "DREAMFARM_STORAGE_RETRIES": "8",
+           "DREAMFARM_JUDGES": '["efficientnet_lite1"]'}  # fmt: skip
     with LocalStack(root, workers=1, extra_env=env) as s:
         yield s
 
@@ -127,3 +128,51 @@ def test_storage_outage_mid_batch_ends_with_the_job_complete(stack: LocalStack, 
     assert status["totals"]["done"] == 4
     retries = [e for e in events(http, job["id"]) if e["type"] == "storage_retry"]
     assert retries, "the outage was not seen"  # seen, and retried through
+
+
+def test_lucid_samples_with_a_judge(stack: LocalStack, http: httpx.Client) -> None:
+    """A recipe with diversity samples: the samples of a unit side by side in
+    the atlas, each sidecar with its recipe and quality, the job counting
+    what the rendering network and the judge recognize."""
+    body = small_job(["Samoyed", "king crab"], recipe="lucid", samples=2, steps=8, batch_size=1)
+    job = http.post("/v1/jobs", json=body).json()
+    assert job["units"] == 4 and job["enqueued_batches"] == 2  # a unit's samples are never split
+    status = wait_for(http, job["id"])
+    assert status["state"] == "done" and status["recipe"] == "lucid" and status["samples"] == 2
+    assert set(status["quality"]) == {"efficientnet_lite0", "efficientnet_lite1"}
+    assert all(q["n"] == 4 and 0 <= q["top1"] <= q["top5"] <= 4 for q in status["quality"].values())
+    items = http.get(f"/v1/jobs/{job['id']}/renders").json()["items"]
+    assert [(i["unit"], i["sample"]) for i in items] == [(258, 0), (258, 1), (121, 0), (121, 1)]
+    for item in items:
+        side = httpx.get(item["sidecar_url"]).json()
+        assert side["recipe"] == "lucid" and side["spec"]["param"]["name"] == "fourier"
+        assert side["quality"]["renderer"]["model"] == "efficientnet_lite0"
+        assert [j["model"] for j in side["quality"]["judges"]] == ["efficientnet_lite1"]
+        assert len(side["quality"]["renderer"]["top5"]) == 5 and side["quality"]["renderer"]["target_rank"] >= 1
+        assert side["spec"]["diversity"] > 0 and "diversity" in side["trace"][-1]
+    manifest = httpx.get(status["atlas_manifest_url"]).json()
+    assert manifest["columns"] == 2 and [t["caption"] for t in manifest["tiles"][:2]] == ["Samoyed #1", "Samoyed #2"]
+
+
+def test_adversarial_example_over_http(stack: LocalStack, http: httpx.Client) -> None:
+    """The lecture's second half through the service: the cat photo uploaded,
+    'paper towel' as the target; the PNG in the bucket is classified as the
+    target and within 8/255 of the 8-bit original."""
+    import io
+
+    from PIL import Image
+    from skimage import data as samples
+
+    buf = io.BytesIO()
+    Image.fromarray(samples.chelsea()).save(buf, format="JPEG", quality=95)
+    image = http.post("/v1/images", content=buf.getvalue(), headers={"Content-Type": "image/jpeg"}).json()
+    body = {"model": "efficientnet_lite0", "layer": "logits", "units": ["paper towel"], "recipe": "adversarial",
+            "init_image": image["key"]}  # fmt: skip
+    job = http.post("/v1/jobs", json=body).json()
+    status = wait_for(http, job["id"])
+    assert status["state"] == "done", status
+    item = http.get(f"/v1/jobs/{job['id']}/renders").json()["items"][0]
+    side = httpx.get(item["sidecar_url"]).json()
+    adv = side["adversarial"]
+    assert adv["result_top5"][0]["label"] == "paper towel" and adv["original_top5"][0]["label"] != "paper towel"
+    assert adv["linf_levels"] <= 8 and adv["linf"] <= 8 / 255 + 1e-9 and adv["steps"] < 200

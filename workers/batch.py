@@ -79,7 +79,7 @@ class JobReporter:
 
     def record(self, outcome: UnitOutcome) -> None:
         jobs, b = self.rt.jobs, self.batch
-        if jobs.mark(b.job_id, outcome.spec.key(), outcome.ok, outcome.reason, b.batch_id):
+        if jobs.mark(b.job_id, outcome.spec.key(), outcome.ok, outcome.reason, b.batch_id, outcome.ranks):
             log.info("job=%s finished; building its atlas", b.job_id)
             try:
                 app.send_task(ATLAS_TASK, kwargs={"job_id": b.job_id}, queue=QUEUE)

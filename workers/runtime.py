@@ -16,7 +16,7 @@ import torch
 from service.config import Settings
 from service.devices import default_device, device_name
 from service.jobstore import JobStore
-from service.renderer import Renderer
+from service.renderer import Renderer, load_judges
 from service.retry import RetryingStore, RetryPolicy
 from service.s3 import S3Store
 from service.spec import RenderSpec
@@ -59,8 +59,9 @@ class Runtime:
             if self.device.type == "cuda":
                 torch.backends.cudnn.benchmark = True  # fixed shapes per batch: fastest kernels
             weights = weights_config(self.settings, torch_home=self.settings.torch_home or os.environ.get("TORCH_HOME"))
+            judges = load_judges(self.registry, self.settings.judges, weights, self.device)
             r = Renderer(self.registry.get(spec.model), device=self.device, random_weights=spec.random_weights,
-                         weights=weights)  # fmt: skip
+                         weights=weights, judges=judges)  # fmt: skip
             log.info("loaded %s on %s in %.1fs", spec.model, device_name(self.device), r.load_seconds)
             self.renderers[key] = r
         return self.renderers[key]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from service.errors import BadUnit, UnknownLayer
+from service.errors import BadRequest, BadUnit, UnknownLayer
 from service.spec import UnitKind
 from service.zoo.registry import ModelEntry
 
@@ -116,6 +116,23 @@ class Architecture:
             return self.entry.classes[unit]
         return None
 
+    def conv_layer(self, name: str | None, *, before: str) -> LayerInfo:
+        """A conv layer (an activation map) for diversity's Gram matrices:
+        `name`, or by default the aliased one about two thirds of the way to
+        the layer `before` (the render's target)."""
+        if name is not None:
+            layer = self.layer(name)
+            if len(layer.shape) != 3:
+                raise BadRequest(f"diversity_layer {layer.name} has no activation map (shape {layer.shape}): "
+                                 "name a conv layer", field="diversity_layer")  # fmt: skip
+            return layer
+        target = self.layers.index(self.layer(before))
+        maps = [x for x in self.layers[: target + 1] if len(x.shape) == 3 and x.aliases]
+        maps = maps or [x for x in self.layers[: target + 1] if len(x.shape) == 3]
+        if not maps:
+            raise BadRequest(f"no conv layer up to {before} to measure diversity at", field="diversity_layer")
+        return maps[max(0, (2 * len(maps)) // 3 - 1)]
+
     def position(self, layer: LayerInfo, kind: UnitKind, position: tuple[int, int] | None) -> tuple[int, int] | None:
         """Validate a neuron position (None = centre, chosen by the engine)."""
         if position is None:
@@ -192,8 +209,6 @@ def _trace_layers(entry: ModelEntry, size: int) -> list[LayerInfo]:
 
 def _family_aliases(entry: ModelEntry, order: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for alias, path in entry.extra_aliases.items():
-        out.setdefault(path, []).append(alias)
     if entry.family == "efficientnet_lite":
         for path in order:
             if path.startswith("_blocks.") and path.count(".") == 1:

@@ -4,7 +4,7 @@ input, and where their weights come from."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,6 @@ class ModelEntry:
     classes: tuple[str, ...] = IMAGENET_CLASSES
     description: str = ""
     bundled: bool = False
-    extra_aliases: dict[str, str] = field(default_factory=dict)
 
 
 # torchvision classifiers that take a 224×224 ImageNet input. Each entry reads
@@ -142,6 +141,3 @@ class Registry:
             return self._entries[name]
         except KeyError:
             raise UnknownModel(f"unknown model {name!r}; valid models: {', '.join(self._entries)}") from None
-
-    def add(self, entry: ModelEntry) -> None:
-        self._entries[entry.name] = entry

@@ -1,0 +1,125 @@
+"""Recipes beyond the lecture: parameterizations, per-image transforms,
+diversity groups, minimizing, and the adversarial recipe, in the engine and
+through the render workflow."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+from skimage import data as samples
+
+from service import engine, recipes
+from service.images import decode_image, square_pixels
+from service.request import RecipeName
+from service.spec import RenderSpec
+from service.transforms import RandomTransforms, output_size
+from service.zoo import Registry, load_network
+
+MODEL = "efficientnet_lite0"
+PREP = Registry().get(MODEL).preprocessing
+
+
+def specs(units: list[int], recipe: str = "lucid", **kw: Any) -> list[RenderSpec]:
+    fields = {**recipes.recipe(recipe).model_dump(), "steps": 4, "size": 64, **kw}
+    return [RenderSpec(model=MODEL, layer="_fc", kind="logit", unit=u, **fields) for u in units]
+
+
+@pytest.fixture(scope="module")
+def lite0_f64(registry: Registry) -> nn.Module:
+    return load_network(registry.get(MODEL)).double()
+
+
+def test_the_request_schema_knows_every_recipe() -> None:
+    assert set(RecipeName.__args__) == set(recipes.names())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("recipe", ["lucid", "maco"])
+def test_batch_independence_with_transforms_float64(lite0_f64: nn.Module, recipe: str) -> None:
+    """Each image draws its own transforms: rendered together or alone, the same image."""
+    batch = specs([258, 700, 121], recipe)
+    together = engine.render(lite0_f64, "_fc", batch, preprocessing=PREP, precision="float64")
+    for i, spec in enumerate(batch):
+        alone = engine.render(lite0_f64, "_fc", [spec], preprocessing=PREP, precision="float64")
+        assert (alone.images[0] - together.images[i]).abs().max().item() < 1e-8
+
+
+def test_diversity_groups_are_independent_float64(lite0_f64: nn.Module) -> None:
+    """The samples of a unit share a loss term; two units' groups do not meet."""
+    a = specs([258, 258], samples=2, diversity=5.0, diversity_layer="_blocks.5")
+    a = [s.model_copy(update={"sample": k}) for k, s in enumerate(a)]
+    b = [s.model_copy(update={"unit": 700}) for s in a]
+    together = engine.render(lite0_f64, "_fc", a + b, preprocessing=PREP, precision="float64")
+    for offset, group in ((0, a), (2, b)):
+        alone = engine.render(lite0_f64, "_fc", group, preprocessing=PREP, precision="float64")
+        assert (alone.images - together.images[offset : offset + 2]).abs().max().item() < 1e-8
+        assert together.trace[-1].diversity is not None and together.trace[-1].diversity[offset] > 0
+    # The samples of one unit start apart and are pushed apart.
+    assert (together.images[0] - together.images[1]).abs().max().item() > 0.05
+
+
+def test_transforms_are_drawn_per_image_and_keep_the_canvas_rules() -> None:
+    steps = recipes.recipe("lucid").transforms
+    assert output_size(steps, 224) == 224 + 24 - 8 - 4
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64).expand(2, 3, 32, 32)
+    out = RandomTransforms(steps, [1, 2], 32, fill=0.5)(x)
+    assert out.shape == (2, 3, 32 + 24 - 12, 32 + 24 - 12)
+    assert not torch.equal(out[0], out[1])  # same image, own draws
+    again = RandomTransforms(steps, [1], 32, fill=0.5)(x[:1])
+    assert torch.equal(again[0], out[0])
+
+
+@pytest.mark.parametrize("recipe", ["lucid", "maco"])
+def test_pixel_space_recipes_climb_and_save_the_image_itself(lite0: nn.Module, recipe: str) -> None:
+    res = engine.render(lite0, "_fc", specs([258, 700], recipe, steps=12), preprocessing=PREP, precision="float32")
+    assert res.images.min() >= 0 and res.images.max() <= 1
+    expected = (res.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    assert torch.equal(res.display, expected)
+    first, last = res.trace[0].activation, res.trace[-1].activation
+    assert all(b > a for a, b in zip(first, last))
+
+
+def test_minimize_lowers_the_unit(lite0: nn.Module) -> None:
+    up = engine.render(lite0, "_fc", specs([258], steps=10), preprocessing=PREP, precision="float32")
+    down = engine.render(lite0, "_fc", specs([258], steps=10, direction="min"), preprocessing=PREP, precision="float32")
+    assert float(down.activation[0]) < float(up.activation[0])
+    assert float(down.activation[0]) < down.trace[0].activation[0]
+
+
+def _photo(size: int) -> torch.Tensor:
+    buf = io.BytesIO()
+    Image.fromarray(samples.chelsea()).save(buf, format="PNG")
+    return square_pixels(decode_image(buf.getvalue()), size)[None]
+
+
+@pytest.mark.parametrize(("epsilon", "target"), [(4 / 255, 700), (2 / 255, 999)])
+def test_adversarial_png_fools_the_network_within_epsilon(lite0: nn.Module, epsilon: float, target: int) -> None:
+    """The cat photo, a target class, a small L∞ budget: the saved 8-bit image
+    is the target, top-1, and no 8-bit value moved more than epsilon."""
+    from service import quality
+
+    photo = _photo(224)
+    spec = specs([target], "adversarial", steps=120, size=224, epsilon=epsilon, init_image="ab" * 32)[0]
+    res = engine.render(lite0, "_fc", [spec], preprocessing=PREP, precision="float32", originals=photo)
+    assert res.original is not None
+    entry = Registry().get(MODEL)
+    before = quality.verdicts(lite0, entry, res.original, [target])[0]
+    after = quality.verdicts(lite0, entry, res.display, [target])[0]
+    assert before.top5[0][1] in ("tabby", "tiger cat", "Egyptian cat") and before.target_rank != 1
+    assert after.target_rank == 1
+    moved = (res.display.int() - res.original.int()).abs().max().item()
+    assert moved <= int(epsilon * 255 + 1e-9)
+    assert res.steps_taken[0] < 120  # stopped early, once the saved image was the target
+
+
+def test_inconsistent_recipe_overrides_are_one_line_errors() -> None:
+    from service.errors import DreamfarmError
+
+    with pytest.raises(DreamfarmError, match="epsilon bounds a perturbation"):
+        recipes.recipe("lucid", {"epsilon": 0.1})
+    with pytest.raises(DreamfarmError, match="unknown recipe 'deepdream'; valid recipes: lecture, lucid"):
+        recipes.recipe("deepdream")
