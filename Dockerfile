@@ -36,7 +36,8 @@ WORKDIR /app
 # and is rebuilt only when pyproject.toml changes, not on every source edit.
 # The list is read from pyproject.toml itself so it cannot drift from it.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+# The judges extra too: workers may classify renders with Lite1/Lite2 (DREAMFARM_JUDGES).
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['judges']))" \
         > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt

@@ -12,10 +12,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from api import errors
-from api.deps import Services
+from api.deps import Services, reader_for
 from api.middleware import BodyLimit
-from api.routers import health, images, jobs, models, recipes
+from api.routers import gallery, health, images, jobs, models, recipes
 from api.schemas import ErrorBody
+from service import logs
 from service.config import Settings
 
 log = logging.getLogger("dreamfarm.api")
@@ -23,7 +24,7 @@ log = logging.getLogger("dreamfarm.api")
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
-    _log_to_stderr()
+    logs.configure(settings.log_format)
     svc = services or Services(settings)
     if not svc.auth.configured:
         log.warning("no API token configured (DREAMFARM_API_TOKEN / DREAMFARM_API_TOKENS): every write is refused")
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(jobs.router(settings))
     app.include_router(recipes.router(settings))
     app.include_router(images.router)
+    app.include_router(gallery.router(settings))
+    svc.metrics.install(app, reader_for(settings))
     _list_models_in_schema(app, svc)
     return app
 
@@ -55,14 +58,3 @@ def _list_models_in_schema(app: FastAPI, svc: Services) -> None:
         return app.openapi_schema or generate()
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _log_to_stderr() -> None:
-    """The API's own log lines (job submitted, cancelled …) on stderr, next to
-    uvicorn's, unless the process has configured logging itself."""
-    ours = logging.getLogger("dreamfarm")
-    if not ours.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        ours.addHandler(handler)
-        ours.setLevel(logging.INFO)

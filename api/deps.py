@@ -9,11 +9,14 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
+from api.metrics import ApiMetrics
 from api.publisher import CeleryPublisher
 from api.security import Auth, bearer
 from service.architectures import Architectures
 from service.config import Settings
 from service.contract import Publisher
+from service.gallery.index import RedisIndex
+from service.gallery.pages import Gallery
 from service.jobstore import JobStore
 from service.s3 import S3Store
 from service.storage import Store
@@ -33,6 +36,7 @@ class Services:
         self.settings = settings
         self.architectures = Architectures()
         self.auth = Auth(settings)
+        self.metrics = ApiMetrics()
         self._store, self._jobs, self._publisher = store, jobs, publisher
 
     @property
@@ -58,6 +62,10 @@ class Services:
         return self._publisher
 
     @property
+    def gallery(self) -> Gallery:
+        return Gallery(RedisIndex(self.jobs.r), self.architectures, self.store)
+
+    @property
     def workflows(self) -> Workflows:
         return Workflows(self.jobs, self.store, self.publisher, self.architectures, Limits.from_settings(self.settings))
 
@@ -75,7 +83,15 @@ def writer(request: Request, creds: HTTPAuthorizationCredentials | None = Depend
     return services(request).auth.tenant(creds)
 
 
+TOKEN_COOKIE = "dreamfarm_token"
+
+
 def protected_reader(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str | None:
+    """The tenant reading: a bearer token, or (a browser on the gallery) the
+    token the gallery's sign-in page keeps in a cookie. Reads only: a cookie
+    never authorizes a write."""
+    if creds is None and (cookie := request.cookies.get(TOKEN_COOKIE)):
+        creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=cookie)
     return services(request).auth.tenant(creds)
 
 

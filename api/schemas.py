@@ -152,3 +152,10 @@ class ImageStored(BaseModel):
     height: int
     bytes: int
     content_type: str
+
+
+class AtlasQueued(BaseModel):
+    """The atlas will be rebuilt; `atlas_key` in the job's status changes when it is."""
+
+    id: str
+    status_url: str

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from cli import client_cmds, models_cmd, recipes_cmd, render_cmd, server_cmds, stack_cmds
+from cli import client_cmds, gallery_cmd, models_cmd, recipes_cmd, render_cmd, server_cmds, stack_cmds
 from service.errors import DreamfarmError, one_line
 from service.validation import describe
 
@@ -21,7 +21,7 @@ from service.validation import describe
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamfarm", description="Feature visualizations, rendered in batches.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (render_cmd, models_cmd, recipes_cmd, server_cmds, stack_cmds, client_cmds):
+    for module in (render_cmd, models_cmd, recipes_cmd, server_cmds, stack_cmds, client_cmds, gallery_cmd):
         module.register(sub)
     return parser
 

@@ -62,6 +62,10 @@ def worker_plans(gpus: list[str], host: str) -> list[tuple[str, dict[str, str]]]
 
 def cmd_worker(args: argparse.Namespace) -> int:
     plans = worker_plans(gpu_ids(args.gpus), os.uname().nodename)
+    base = os.environ.get("DREAMFARM_METRICS_PORT")
+    if base and base.isdigit():  # one metrics port per process: base, base+1, …
+        for i, (_name, env) in enumerate(plans):
+            env["DREAMFARM_METRICS_PORT"] = str(int(base) + i)
     procs = [subprocess.Popen(worker_argv(name, args.loglevel), env={**os.environ, **env}) for name, env in plans]
     print(f"dreamfarm: started {len(procs)} worker process(es): {', '.join(n for n, _ in plans)}", file=sys.stderr)
 

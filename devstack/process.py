@@ -275,6 +275,7 @@ class Child(Server):
         self.port = port
         self.argv, self.env, self.log_path = argv, env, log_path
         self.ready = ready
+        self.metrics_port: int | None = None
 
     def _argv(self) -> list[str]:
         return self.argv

@@ -79,13 +79,19 @@ class LocalStack:
         return self
 
     def start_worker(self, i: int, env: dict[str, str] | None = None) -> Child:
-        worker = Child(f"worker{i}", worker_argv(f"worker{i}@{HOST}"), {**self.env(), **(env or {})},
-                       self.logs / f"worker{i}.log").start()  # fmt: skip
+        """Worker i, serving its metrics on a port of its own (`metrics_url(i)`)."""
+        wenv = {"DREAMFARM_METRICS_PORT": str(free_port()), **self.env(), **(env or {})}
+        worker = Child(f"worker{i}", worker_argv(f"worker{i}@{HOST}"), wenv, self.logs / f"worker{i}.log")
+        worker.metrics_port = int(wenv["DREAMFARM_METRICS_PORT"])
+        worker.start()
         if i < len(self.workers):
             self.workers[i] = worker
         else:
             self.workers.append(worker)
         return worker
+
+    def metrics_url(self, i: int) -> str:
+        return f"http://{HOST}:{self.workers[i].metrics_port}/metrics"
 
     def start_api(self, timeout: float = 60) -> None:
         argv = [sys.executable, "-m", "cli.main", "api", "--host", HOST, "--port", str(self.api_port)]

@@ -44,6 +44,7 @@ class UnitOutcome:
     # For a rendered class logit: the target's rank (1 = top-1) by the
     # rendering network and each judge, by model name.
     ranks: dict[str, int] = field(default_factory=dict)
+    sidecar: dict[str, object] | None = None  # a rendered unit's, as filed
 
     @property
     def ok(self) -> bool:
@@ -178,12 +179,12 @@ def _file_piece(
     out = []
     for i, spec in enumerate(piece.specs):
         try:
-            renderer.store_one(plan.store, piece.result, i, items[spec.key()])
+            side = renderer.store_one(plan.store, piece.result, i, items[spec.key()])
         except StorageError as exc:
             log.error("upload of %s failed for good: %s", spec.key()[:12], exc)
             out.append(_tell(plan, UnitOutcome(spec, "failed", f"upload failed: {one_line(str(exc))}")))
             continue
-        out.append(_tell(plan, UnitOutcome(spec, "rendered", ranks=piece.result.ranks(i))))
+        out.append(_tell(plan, UnitOutcome(spec, "rendered", ranks=piece.result.ranks(i), sidecar=side)))
     return out
 
 

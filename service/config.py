@@ -7,6 +7,7 @@ Every setting is documented in the README's configuration table; secrets are
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     # e.g. ["efficientnet_lite2"]: their top-5 goes in the sidecar and the
     # job counts how many renders each recognizes (env: a JSON list).
     judges: list[str] = Field(default_factory=list)
+    # A worker process serves its Prometheus metrics on this port (none if unset).
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+
+    # Log lines: "text", or "json" (one object a line, with job_id and batch_id).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("api_tokens")
     @classmethod

@@ -147,13 +147,15 @@ class Renderer:
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def store_one(self, store: Store, rendered: Rendered, i: int, item: RenderItem) -> None:
-        """Image `i`: PNG first, sidecar last (the sidecar is what marks a render done)."""
+    def store_one(self, store: Store, rendered: Rendered, i: int, item: RenderItem) -> dict[str, object]:
+        """Image `i`: PNG first, sidecar last (the sidecar is what marks a render
+        done); returns the sidecar."""
         spec = item.spec
         side = self.sidecar(spec, rendered, i, item)
         meta = {"render-key": spec.key()}
         store.put(layout.render_png_key(spec), png_bytes(rendered.result.display[i]), "image/png", meta)
         store.put(layout.render_sidecar_key(spec), canonical_json(side).encode(), "application/json", meta)
+        return side
 
 
 def perturbation(

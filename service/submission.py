@@ -107,6 +107,16 @@ class Workflows:
         log.info("job=%s tenant=%s retried: %d failed units, %d batches", job_id, tenant, len(units), len(groups))
         return len(groups)
 
+    def rebuild_atlas(self, job_id: str, tenant: str) -> None:
+        """Queue a finished job's atlas (and bucket record) to be built again:
+        after a bucket outage outlasted the atlas task's retries, say."""
+        job = self.job(job_id, tenant)
+        if job.get("state") not in ("done", "done_with_failures"):
+            raise Conflict(f"job {job_id} is {job.get('state')}: only a finished job's atlas can be rebuilt")
+        self.publisher.publish_atlas(job_id)
+        self.jobs.add_event(job_id, "atlas_requested")
+        log.info("job=%s tenant=%s atlas rebuild queued", job_id, tenant)
+
     def cancel(self, job_id: str, tenant: str) -> bool:
         self.job(job_id, tenant)
         cancelled = self.jobs.cancel(job_id)

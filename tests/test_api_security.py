@@ -61,16 +61,29 @@ def acme_job(stack: LocalStack) -> str:
     return str(r.json()["id"])
 
 
-def routes(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+GENERAL: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/efficientnet_lite0", None),
+    ("GET", "/v1/recipes", None),
+    ("POST", "/v1/jobs", small_job([3])),
+    ("POST", "/v1/images", None),
+    ("GET", "/metrics", None),
+]
+
+
+def job_routes(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
     return [
-        ("GET", "/v1/models", None),
-        ("GET", "/v1/models/efficientnet_lite0", None),
-        ("POST", "/v1/jobs", small_job([3])),
         ("GET", f"/v1/jobs/{job_id}", None),
         ("GET", f"/v1/jobs/{job_id}/renders", None),
+        ("GET", f"/v1/jobs/{job_id}/events", None),
         ("DELETE", f"/v1/jobs/{job_id}", None),
         ("POST", f"/v1/jobs/{job_id}/retry", None),
+        ("POST", f"/v1/jobs/{job_id}/atlas", None),
     ]
+
+
+def routes(job_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+    return GENERAL + job_routes(job_id)
 
 
 JOB_ROUTES = ["status", "renders", "cancel", "retry"]
@@ -109,7 +122,7 @@ def test_another_tenants_job_is_not_found(stack: LocalStack, acme_job: str, intr
     before = queue_length(stack)
     with http(stack, token) as c:
         nobody = "0123456789abcdef"
-        for (method, path, body), (_, missing_path, _) in zip(routes(acme_job)[3:], routes(nobody)[3:]):
+        for (method, path, body), (_, missing_path, _) in zip(job_routes(acme_job), job_routes(nobody)):
             r = c.request(method, path, json=body)
             missing = c.request(method, missing_path, json=body)
             assert r.status_code == missing.status_code == 404, (method, path, r.text)
@@ -183,6 +196,34 @@ def test_jobs_in_flight_are_limited_per_tenant(stack: LocalStack) -> None:
         for job in [*mine, again.json()["id"]]:
             umbrella.delete(f"/v1/jobs/{job}")
         default.delete(f"/v1/jobs/{other.json()['id']}")
+
+
+@pytest.mark.integration
+def test_gallery_pages_follow_the_read_rules(stack: LocalStack, acme_job: str) -> None:
+    """Protected reads: no page without a token (a sign-in page says how);
+    a bearer token or the sign-in cookie opens them; another tenant's job page
+    is not found."""
+    pages = ["/gallery", "/gallery/efficientnet_lite0", f"/gallery/jobs/{acme_job}"]
+    with http(stack, None) as anonymous:
+        for page in pages:
+            r = anonymous.get(page)
+            assert r.status_code == 401 and r.headers["content-type"].startswith("text/html"), page
+            assert "/gallery/login" in r.text
+        refused = anonymous.post("/gallery/login", content=f"token=nope&next=/gallery/jobs/{acme_job}")
+        assert refused.status_code == 401 and "not accepted" in refused.text
+        signed = anonymous.post("/gallery/login", content=f"token={ACME}&next=/gallery/jobs/{acme_job}")
+        assert signed.status_code == 303 and signed.headers["location"] == f"/gallery/jobs/{acme_job}"
+        cookie = signed.cookies.get("dreamfarm_token")
+        assert cookie == ACME and "httponly" in signed.headers["set-cookie"].lower()
+        with http(stack, None, Cookie=f"dreamfarm_token={ACME}") as browser:
+            assert browser.get(f"/gallery/jobs/{acme_job}").status_code == 200
+            assert browser.get("/v1/jobs/" + acme_job).status_code == 200  # the page's live progress
+            assert browser.post("/v1/jobs", json=small_job([3])).status_code == 401  # a cookie never writes
+        evil = anonymous.post("/gallery/login", content=f"token={ACME}&next=https://evil.example/")
+        assert evil.headers["location"] == "/gallery"  # no open redirect
+    with http(stack, UMBRELLA) as umbrella:
+        assert umbrella.get("/gallery").status_code == 200
+        assert umbrella.get(f"/gallery/jobs/{acme_job}").status_code == 404
 
 
 @pytest.mark.integration

@@ -103,7 +103,7 @@ def _runs_dreamfarm(service: dict[str, Any]) -> bool:
 def test_services_and_no_obsolete_version_key(compose: dict[str, Any]) -> None:
     # `version:` is obsolete in Compose v2 (it warns) and 1.29 does not need it.
     assert "version" not in compose
-    assert set(compose["services"]) == {"redis", "s3", "api", "worker"}
+    assert set(compose["services"]) == {"redis", "s3", "api", "worker", "prometheus", "flower"}
 
 
 def test_redis_persists_the_queue(services: dict[str, dict[str, Any]]) -> None:
@@ -266,7 +266,8 @@ VARIANTS: dict[str, Callable[[str], str]] = {
 def test_per_gpu_variant_structure(yaml: Any, compose_text: str) -> None:
     data = yaml.safe_load(VARIANTS["per-gpu-services"](compose_text))
     services = data["services"]
-    assert "worker" not in services and set(data["volumes"]) == {"redis-data", "s3-data", "weights"}
+    assert "worker" not in services
+    assert set(data["volumes"]) == {"redis-data", "s3-data", "weights", "prometheus-data"}
     for i in (0, 1):
         worker = services[f"worker-gpu{i}"]
         assert worker["command"] == ["dreamfarm", "worker"]

@@ -141,3 +141,10 @@ def test_an_uploaded_image_starts_an_adversarial_job(stack: LocalStack, http: ht
         ).status_code
         == 401
     )
+
+
+def test_an_atlas_is_rebuilt_only_for_a_finished_job(http: httpx.Client) -> None:
+    job = http.post("/v1/jobs", json=small_job([7])).json()
+    r = http.post(f"/v1/jobs/{job['id']}/atlas")
+    assert r.status_code == 409 and "only a finished job" in r.json()["detail"]
+    assert http.post("/v1/jobs/0123456789abcdef/atlas").status_code == 404

@@ -176,3 +176,22 @@ def test_adversarial_example_over_http(stack: LocalStack, http: httpx.Client) ->
     adv = side["adversarial"]
     assert adv["result_top5"][0]["label"] == "paper towel" and adv["original_top5"][0]["label"] != "paper towel"
     assert adv["linf_levels"] <= 8 and adv["linf"] <= 8 / 255 + 1e-9 and adv["steps"] < 200
+
+
+def test_a_lost_atlas_is_rebuilt_on_request(stack: LocalStack, http: httpx.Client) -> None:
+    """POST /v1/jobs/{id}/atlas: after the atlas went missing (a bucket outage
+    longer than the atlas task's retries), a finished job gets it back."""
+    job = http.post("/v1/jobs", json=small_job([300, 301])).json()
+    status = wait_for(http, job["id"])
+    s3 = boto3.client("s3", endpoint_url=stack.s3.endpoint_url, aws_access_key_id=stack.s3.access_key,
+                      aws_secret_access_key=stack.s3.secret_key, region_name="us-east-1")  # fmt: skip
+    png = f"atlases/{status['atlas_key']}.png"
+    s3.delete_object(Bucket="dreamfarm", Key=png)
+    assert png not in _bucket(stack)
+    r = http.post(f"/v1/jobs/{job['id']}/atlas")
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 120
+    while png not in _bucket(stack) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert png in _bucket(stack)
+    assert any(e["type"] == "atlas_requested" for e in events(http, job["id"]))

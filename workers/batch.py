@@ -23,8 +23,11 @@ from kombu.exceptions import OperationalError
 
 from service.batch_render import Callbacks, Faults, RenderPlan, UnitOutcome, render_into_store
 from service.contract import ATLAS_TASK, QUEUE, RenderBatch
+from service.devices import default_batch_size
 from service.errors import one_line
+from service.gallery.index import Entry, RedisIndex
 from service.retry import backoff_delays
+from workers import metrics
 from workers.celery_app import app
 from workers.lease import leased
 from workers.runtime import Runtime
@@ -41,6 +44,8 @@ class JobReporter:
 
     def __init__(self, rt: Runtime, batch: RenderBatch) -> None:
         self.rt, self.batch = rt, batch
+        first = batch.items[0]
+        self.model, self.recipe, self.steps = first.spec.model, first.recipe or "custom", first.spec.steps
         self.ctx = f"job={batch.job_id} batch={batch.batch_id}"
         self.unrecorded: list[UnitOutcome] = []
         self._lock = threading.Lock()
@@ -67,6 +72,9 @@ class JobReporter:
 
     def unit(self, outcome: UnitOutcome) -> None:
         key = outcome.spec.key()
+        metrics.RENDERS.labels(self.model, self.recipe, outcome.status).inc()
+        if outcome.status == "failed":
+            metrics.FAILURES.labels(metrics.failure_reason(outcome.reason)).inc()
         log.info("%s unit=%s key=%s %s %s", self.ctx, outcome.spec.unit, key[:12], outcome.status, outcome.reason)
         try:
             self.record(outcome)
@@ -76,6 +84,11 @@ class JobReporter:
                 self.unrecorded.append(outcome)
             return
         self.event(f"unit_{outcome.status}", key=key, unit=outcome.spec.unit, reason=outcome.reason or None)
+        if outcome.sidecar is not None:
+            try:
+                RedisIndex(self.rt.jobs.r).add([Entry.from_sidecar(outcome.sidecar)])
+            except redis.RedisError as exc:  # the gallery can be reindexed from the bucket
+                log.warning("%s gallery index not updated: %s", self.ctx, one_line(str(exc)))
 
     def record(self, outcome: UnitOutcome) -> None:
         jobs, b = self.rt.jobs, self.batch
@@ -89,14 +102,20 @@ class JobReporter:
                 raise
 
     def split(self, images: int, half: int) -> None:
+        metrics.OOM_SPLITS.inc()
         log.warning("%s out of memory with %d units; retrying in halves of %d", self.ctx, images, half)
         self.event("oom_split", units=images, half=half)
 
     def storage_retry(self, what: str, attempt: int, exc: BaseException, delay: float) -> None:
+        metrics.UPLOAD_RETRIES.inc()
         self.event("storage_retry", operation=what.split(" ", 1)[0], attempt=attempt, error=one_line(str(exc), 200))
 
     def batch_done(self, images: int, seconds: float) -> None:
         log.info("%s rendered %d units in %.1fs", self.ctx, images, seconds)
+        metrics.BATCH_SECONDS.labels(self.model).observe(seconds)
+        metrics.IMAGE_STEPS.labels(self.model).set(images * self.steps / max(seconds, 1e-9))
+        chunk = self.rt.settings.batch_size or default_batch_size(self.rt.device, self.batch.items[0].spec.size)
+        metrics.BATCH_FILL.observe(min(1.0, images / chunk))
 
     def flush(self) -> None:
         """Record what Redis refused during the batch; raises if it still cannot."""
@@ -124,6 +143,7 @@ def run_batch(rt: Runtime, batch: RenderBatch, task_id: str | None, worker: str 
         return
     reporter = JobReporter(rt, batch)
     reporter.event("batch_started", units=len(batch.items), worker=worker)
+    log.info("job=%s batch=%s started: %d units", batch.job_id, batch.batch_id, len(batch.items))
     store = rt.store(on_retry=reporter.storage_retry)
     plan = RenderPlan(
         store=store,

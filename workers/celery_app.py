@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 from kombu.entity import Queue
 
 from service.config import Settings
@@ -48,10 +50,24 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "health_check_interval": 30,
         },
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # Task events, for Flower (docker-compose.yml runs one).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
 
 
 app = make_celery()
+
+
+@signals.worker_init.connect
+def _worker_init(**_: Any) -> None:
+    """Log lines in the configured format; metrics on their port."""
+    from service import logs
+    from workers import metrics
+
+    settings = Settings()
+    logs.configure(settings.log_format)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port, settings.redis_url)

@@ -20,6 +20,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
+from service import logs
 from service.contract import ATLAS_TASK, RENDER_TASK, RenderBatch
 from service.errors import StorageError, one_line
 from service.job_atlas import write_job_atlas
@@ -35,7 +36,8 @@ INFRASTRUCTURE = (redis.RedisError, OperationalError)
 def render_batch(self: Task, batch: RenderBatch) -> None:  # type: ignore[type-arg]
     ctx = f"job={batch.job_id} batch={batch.batch_id}"
     try:
-        run_batch(runtime(), batch, self.request.id, self.request.hostname)
+        with logs.bound(batch.job_id, batch.batch_id):
+            run_batch(runtime(), batch, self.request.id, self.request.hostname)
     except (Reject, Retry):
         raise
     except INFRASTRUCTURE as exc:

@@ -1,16 +1,18 @@
 """Jobs: submit, follow, page through renders and events, cancel, retry."""
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import Services, read_errors, reader_for, services, writer
-from api.schemas import Cancelled, ErrorBody, EventPage, JobAccepted, JobStatus, RenderPage
-from service import layout
+from api.schemas import AtlasQueued, Cancelled, ErrorBody, EventPage, JobAccepted, JobStatus, RenderPage
+from service import layout, logs
 from service.config import Settings
 from service.request import JobRequest
 
 ERR: dict[str, Any] = {"model": ErrorBody}
+log = logging.getLogger("dreamfarm.api")
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {401: ERR, 503: ERR}
 
 
@@ -22,6 +24,9 @@ def router(settings: Settings) -> APIRouter:
     @r.post("", status_code=202, response_model=JobAccepted, responses={**WRITE_ERRORS, 400: ERR, 413: ERR, 429: ERR})
     def submit(body: JobRequest, s: Services = Depends(services), tenant: str = Depends(writer)) -> JobAccepted:
         plan = s.workflows.submit(body, tenant)
+        s.metrics.submitted(plan)
+        with logs.bound(plan.job_id):
+            log.info("accepted: %d units, %d cached", len(plan.units), len(plan.cached))
         return JobAccepted(id=plan.job_id, units=len(plan.units), cached=len(plan.cached),
                            enqueued_batches=len(plan.batches), status_url=f"/v1/jobs/{plan.job_id}")  # fmt: skip
 
@@ -63,6 +68,12 @@ def router(settings: Settings) -> APIRouter:
         job = s.jobs.get(job_id)
         return JobAccepted(id=job_id, units=int(job["total"]), cached=int(job["cached"]), enqueued_batches=enqueued,
                            status_url=f"/v1/jobs/{job_id}")  # fmt: skip
+
+    @r.post("/{job_id}/atlas", status_code=202, response_model=AtlasQueued,
+            responses={**WRITE_ERRORS, 404: ERR, 409: ERR})  # fmt: skip
+    def rebuild_atlas(job_id: str, s: Services = Depends(services), tenant: str = Depends(writer)) -> AtlasQueued:
+        s.workflows.rebuild_atlas(job_id, tenant)
+        return AtlasQueued(id=job_id, status_url=f"/v1/jobs/{job_id}")
 
     return r
 
