@@ -122,6 +122,34 @@ def main() -> int:
         assert peak < 0.8 * total, f"peak {peak:.1f} GiB of {total:.0f}"
         return f"batch {b}: peak {peak:.1f} GiB of {total:.0f} GiB"
 
+    @check("compiled step (torch.compile, CUDA graphs) matches eager after one step (float32 without TF32)")
+    def _compiled() -> str:
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            s = specs([258, 700], steps=1, size=128)
+            eager = engine.render(net, "_fc", s, precision="float32", device=dev)
+            fast = engine.render(net, "_fc", s, precision="float32", device=dev, compile=True)
+        finally:
+            torch.backends.cudnn.allow_tf32 = True
+        frac = ((eager.images - fast.images).abs() > 1e-3).float().mean().item()
+        assert frac < 0.01, f"{frac:.4f} of pixels differ"
+        return f"{frac:.5f} of pixels differ by > 1e-3"
+
+    @check("batch independence on CUDA in float64 with the lucid recipe (per-image transforms)")
+    def _lucid_independence() -> str:
+        from service import recipes
+
+        net64 = load_network(entry, device=dev).double()
+        fields = {**recipes.recipe("lucid").model_dump(), "steps": 4, "size": 64}
+        ss = [RenderSpec(model=MODEL, layer="_fc", kind="logit", unit=u, **fields) for u in (258, 700, 1)]
+        both = engine.render(net64, "_fc", ss, precision="float64", device=dev, preprocessing=entry.preprocessing)
+        worst = 0.0
+        for i, sp in enumerate(ss):
+            one = engine.render(net64, "_fc", [sp], precision="float64", device=dev, preprocessing=entry.preprocessing)
+            worst = max(worst, (one.images[0] - both.images[i]).abs().max().item())
+        assert worst < 1e-6, f"max diff {worst}"
+        return f"max |diff| {worst:.2e}"
+
     failed = [r for r in results if not r[1]]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench_report import machine, write_section
-from service import engine, precision
+from service import engine, precision, recipes
 from service.reference import lecture_render
 from service.spec import RenderSpec
 from service.zoo import Registry, load_network
@@ -47,6 +47,7 @@ def _sync(device: torch.device) -> None:
 def run_case(
     name: str, model: str, layer_alias: str, kind: str, units: list[int], *, device: torch.device, batch: int,
     literal_units: int, literal_steps: int, engine_steps: int, random_weights: bool, force_precision: str | None,
+    recipe: str = "lecture",
 ) -> CaseResult:  # fmt: skip
     registry = Registry()
     entry = registry.get(model)
@@ -54,10 +55,11 @@ def run_case(
 
     layer = Architecture(entry).layer(layer_alias)
     size = entry.input_size
+    fields = recipes.recipe(recipe, {"steps": engine_steps, "size": size}).model_dump()
     specs = [
-        RenderSpec(model=model, layer=layer.path, kind=kind, unit=u, steps=engine_steps, size=size,
-                   random_weights=random_weights)  # type: ignore[arg-type]
-        for u in (units * ((batch // len(units)) + 1))[:batch]
+        RenderSpec(model=model, layer=layer.path, kind=kind, unit=u, random_weights=random_weights, seed=i,
+                   **fields)  # type: ignore[arg-type]
+        for i, u in enumerate((units * ((batch // len(units)) + 1))[:batch])
     ]  # fmt: skip
 
     # --- the lecture's loop, literally --------------------------------------
@@ -95,24 +97,27 @@ def run_case(
         prec = force_precision
     elif precision.bfloat16_is_fast(device):
         probe_specs = [s.model_copy(update={"steps": 48, "size": min(size, 128)}) for s in specs[:4]]
-        report = precision.guard_bfloat16(net, layer.path, probe_specs, device=device,
-                                          pretrained=not random_weights, channels_last=True)  # fmt: skip
+        report = precision.guard_bfloat16(net, layer.path, probe_specs, device=device, pretrained=not random_weights,
+                                          channels_last=True, preprocessing=entry.preprocessing)  # fmt: skip
         prec = "bfloat16" if report.accepted else "float32"
         guard_note = ("passed" if report.accepted else "failed") + f" ({report.mean_ratio:.0%} of f32 gain)"
     else:
         prec = "float32"
         guard_note = "device has no fast bf16"
     warm = [s.model_copy(update={"steps": 2}) for s in specs]
-    engine.render(net, layer.path, warm, precision=prec, device=device, channels_last=True)
-    res = engine.render(net, layer.path, specs, precision=prec, device=device, channels_last=True, trace_every=0)
+    kw = {"precision": prec, "device": device, "channels_last": True, "preprocessing": entry.preprocessing}
+    engine.render(net, layer.path, warm, **kw)  # type: ignore[arg-type]
+    res = engine.render(net, layer.path, specs, trace_every=0, **kw)  # type: ignore[arg-type]
     eng = len(specs) * engine_steps / res.timings["optimize_s"]
     return CaseResult(name, literal, eng, eng / literal, len(specs), prec, guard_note)
 
 
 CASES = {
-    "vgg16-logits": ("vgg16", "logits", "logit", [700, 258, 118, 327], True),
-    "vgg16-conv4": ("vgg16", "conv4", "channel", [0, 1, 2, 3], True),
-    "efficientnet_lite0-logits": ("efficientnet_lite0", "logits", "logit", [258, 700, 121, 604], False),
+    "vgg16-logits": ("vgg16", "logits", "logit", [700, 258, 118, 327], True, "lecture"),
+    "vgg16-conv4": ("vgg16", "conv4", "channel", [0, 1, 2, 3], True, "lecture"),
+    "efficientnet_lite0-logits": ("efficientnet_lite0", "logits", "logit", [258, 700, 121, 604], False, "lecture"),
+    # The lucid recipe's engine against the same literal lecture loop (the yardstick).
+    "efficientnet_lite0-logits-lucid": ("efficientnet_lite0", "logits", "logit", [258, 700, 121, 604], False, "lucid"),
 }
 
 
@@ -155,10 +160,10 @@ def main() -> None:
     eng_steps = args.engine_steps or (20 if gpu else 4)
     results = []
     for case in args.cases:
-        model, layer, kind, units, rnd = CASES[case]
+        model, layer, kind, units, rnd, recipe = CASES[case]
         r = run_case(case, model, layer, kind, units, device=device, batch=batch, literal_units=args.literal_units,
                      literal_steps=lit_steps, engine_steps=eng_steps, random_weights=rnd,
-                     force_precision=args.precision)  # fmt: skip
+                     force_precision=args.precision, recipe=recipe)  # fmt: skip
         print(json.dumps(asdict(r)), flush=True)
         results.append(r)
     cmd = "python bench/engine_speed.py --device " + args.device + (f" --batch {args.batch}" if args.batch else "")

@@ -84,7 +84,7 @@ def _collect(acc: dict[str, object], rendered: object, part: list[RenderSpec], s
 def report(args: argparse.Namespace, classes: list[int], results: dict[str, dict[str, object]]) -> tuple[str, dict]:
     models = ["efficientnet_lite0", *JUDGES]
     base = results.get("lecture")
-    base_rate = float(base["seconds"]) / int(base["img_steps"]) if base else None  # type: ignore[call-overload]
+    base_rate = float(base["optimize_s"]) / int(base["img_steps"]) if base else None  # type: ignore[call-overload]
     rows, data = (
         [],
         {"classes": classes, "seed": args.seed, "device": machine(torch.device(args.device)), "recipes": {}},
@@ -120,24 +120,24 @@ def report(args: argparse.Namespace, classes: list[int], results: dict[str, dict
     return md, data
 
 
-def contact_sheet(out: Path, classes: list[int], names: list[str], dest: Path, count: int = 6) -> None:
-    """A few classes (rows) under each recipe (columns), labelled."""
+def contact_sheet(out: Path, classes: list[int], names: list[str], dest: Path, count: int = 5) -> None:
+    """A few classes (columns) under each recipe (rows), labelled."""
     store = LocalStore(out)
-    registry = Registry().get("efficientnet_lite0")
-    tile, label = 160, 16
-    sheet = Image.new("RGB", (len(names) * tile + 130, count * tile + label), "white")
+    labels = Registry().get("efficientnet_lite0").classes
+    tile, top, left = 150, 18, 70
+    sheet = Image.new("RGB", (left + count * tile, top + len(names) * tile), "white")
     draw = ImageDraw.Draw(sheet)
-    for c, name in enumerate(names):
-        draw.text((130 + c * tile + 4, 2), name, fill="black")
-    for r, unit in enumerate(classes[:count]):
-        draw.text((4, label + r * tile + tile // 2), registry.classes[unit][:20], fill="black")
-        for c, name in enumerate(names):
+    for c, unit in enumerate(classes[:count]):
+        draw.text((left + c * tile + 4, 3), labels[unit][:24], fill="black")
+    for r, name in enumerate(names):
+        draw.text((4, top + r * tile + tile // 2 - 6), name, fill="black")
+        for c, unit in enumerate(classes[:count]):
             for key in store.list(f"renders/efficientnet_lite0/_fc/{unit}/"):
                 if key.endswith(".json") and json.loads(store.get(key)).get("recipe") == name:
-                    img = read_png(store.get(key[:-5] + ".png")).resize((tile, tile))
-                    sheet.paste(img, (130 + c * tile, label + r * tile))
+                    img = read_png(store.get(key[:-5] + ".png")).resize((tile, tile), Image.Resampling.LANCZOS)
+                    sheet.paste(img, (left + c * tile, top + r * tile))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(dest)
+    sheet.save(dest, optimize=True)
 
 
 def main() -> None:

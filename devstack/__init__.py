@@ -2,10 +2,20 @@
 and a whole stack (servers, workers, API) on loopback. A developer tool used
 by `dreamfarm up` / `demo`, the tests and the benchmarks; not part of the core."""
 
+from devstack.moto_s3 import MotoS3
 from devstack.process import Child, LocalStackError, free_port
 from devstack.redis_server import RedisServer
 from devstack.seaweed import SeaweedS3
 from devstack.stack import LocalStack, read_state, worker_argv
 
-__all__ = ["Child", "LocalStack", "LocalStackError", "RedisServer", "SeaweedS3", "free_port", "read_state",
-           "worker_argv"]  # fmt: skip
+__all__ = [
+           "Child",
+           "LocalStack",
+           "LocalStackError",
+           "MotoS3",
+           "RedisServer",
+           "SeaweedS3",
+           "free_port",
+           "read_state",
+           "worker_argv",
+]  # fmt: skip

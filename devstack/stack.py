@@ -16,6 +16,7 @@ from types import TracebackType
 
 import httpx
 
+from devstack.moto_s3 import MotoS3
 from devstack.process import HOST, Child, free_port
 from devstack.redis_server import RedisServer
 from devstack.seaweed import SeaweedS3
@@ -34,15 +35,18 @@ def worker_argv(name: str, loglevel: str = "info") -> list[str]:
 class LocalStack:
     def __init__(
         self, root: Path, *, workers: int = 1, api_port: int | None = None, token: str | None = None,
-        extra_env: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None, s3: str = "seaweed",
     ) -> None:  # fmt: skip
+        """`s3`: "seaweed" (SeaweedFS with access keys, persistent) or "moto"
+        (moto's in-memory server, a few MB of wheels: for machines without SeaweedFS)."""
         self.root = root.resolve()
         self.n_workers = workers
         self.api_port = api_port or free_port()
         self.token = token or secrets.token_urlsafe(24)
         self.extra_env = extra_env or {}
         self.redis = RedisServer(data_dir=self.root / "redis")
-        self.s3 = SeaweedS3(data_dir=self.root / "s3")
+        self.s3: SeaweedS3 | MotoS3 = MotoS3(data_dir=self.root / "s3") if s3 == "moto" else SeaweedS3(
+            data_dir=self.root / "s3")  # fmt: skip
         self.workers: list[Child] = []
         self.api: Child | None = None
 

@@ -22,9 +22,8 @@ from typing import Literal
 
 import torch
 
-from service import layout, precision_policy
+from service import autotune, layout, precision_policy
 from service.contract import RenderItem
-from service.devices import default_batch_size
 from service.errors import DreamfarmError, StorageError, one_line
 from service.images import decode_image, square_pixels
 from service.planning import batches
@@ -88,6 +87,8 @@ class RenderPlan:
     # A network that cannot be loaded (missing weights …): the CLI stops with
     # the error; a worker records it as every unit's failure reason.
     raise_load_errors: bool = False
+    # On a GPU, measure the best batch size once (kept in `verdicts`' store).
+    autotune: bool = True
 
 
 def render_into_store(items: Sequence[RenderItem], plan: RenderPlan) -> list[UnitOutcome]:
@@ -122,7 +123,10 @@ def _render_group(
             raise
         return [_tell(plan, UnitOutcome(s, "failed", one_line(str(exc)))) for s in group]
     precision_policy.decide(renderer, group, plan.verdicts, plan.callbacks.probing)
-    chunk = plan.chunk_size or default_batch_size(renderer.device, group[0].size)
+    chunk = plan.chunk_size or autotune.batch_size(
+        group, renderer.device, renderer.resolved_precision(group[0]), plan.verdicts,
+        lambda specs: renderer.render(specs, None, originals_of(specs, plan.store)), enabled=plan.autotune,
+    )  # fmt: skip
     failed: list[UnitOutcome] = []
     for part in batches(group, chunk):  # a diversity group is never cut
         t0 = time.perf_counter()

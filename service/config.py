@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # e.g. ["efficientnet_lite2"]: their top-5 goes in the sidecar and the
     # job counts how many renders each recognizes (env: a JSON list).
     judges: list[str] = Field(default_factory=list)
+    # On a GPU, measure the fastest batch size once per model, layer, size and
+    # device (kept in the bucket for every worker); else the device default.
+    autotune: bool = True
+    # The step's forward through torch.compile (CUDA graphs on a GPU) where the
+    # target is the network's output; off until measured on the card (issue 9).
+    compile: bool = False
     # A worker process serves its Prometheus metrics on this port (none if unset).
     metrics_port: int | None = Field(None, ge=1, le=65535)
 

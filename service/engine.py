@@ -120,6 +120,7 @@ def render(
     progress: ProgressFn | None = None,
     trace_every: int = 10,
     channels_last: bool = False,
+    compile: bool = False,
 ) -> BatchResult:
     """Render a batch of specs as one optimization.
 
@@ -127,7 +128,9 @@ def render(
     `precision` is "float64". `preprocessing` maps pixels in [0, 1] to the
     network's input (needed by every parameterization but `pixel`). `init`
     overrides `pixel`'s starting noise; `originals` (B, 3, H, W) in [0, 1] are
-    param "image"'s starting images.
+    param "image"'s starting images. `compile`: the step's forward through
+    `torch.compile` (CUDA graphs on a GPU: mode "reduce-overhead") where the
+    target is the network's output and no other layer is read; eager otherwise.
     """
     precision = precision or specs[0].precision if specs else "float32"
     _check(net, specs, precision)
@@ -135,7 +138,7 @@ def render(
         raise ValueError(f"layer {layer_path!r} is not the specs' layer {specs[0].layer!r}")
     dev = torch.device(device) if device is not None else next(net.parameters()).device
     t_start = time.perf_counter()
-    setup = _setup(net, specs, preprocessing, precision, dev, init, originals, channels_last)
+    setup = _setup(net, specs, preprocessing, precision, dev, init, originals, channels_last, compile)
     trace, steps_taken = _optimize(setup, progress, trace_every)
     t_loop = time.perf_counter()
     with torch.no_grad():
@@ -155,6 +158,7 @@ def render(
 def _setup(
     net: nn.Module, specs: Sequence[RenderSpec], preprocessing: Preprocessing | None, precision: str,
     dev: torch.device, init: torch.Tensor | None, originals: torch.Tensor | None, channels_last: bool,
+    compile: bool = False,
 ) -> _Setup:  # fmt: skip
     spec0 = specs[0]
     param = parameterizations.build(specs, DTYPES[precision], dev, init=init, originals=originals)
@@ -175,6 +179,17 @@ def _setup(
     def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
         return probe.all(network_input(transforms(image)))
 
+    if compile and objective.layers == [list(dict(net.named_modules()))[-1]]:
+        # The target is the last module (the output): no hook needs to cut the
+        # forward short, so the whole forward can be compiled.
+        # Transforms draw from Python-side generators each step: they stay outside.
+        target = objective.layers[0]
+        mode = "reduce-overhead" if dev.type == "cuda" else "default"
+        whole = torch.compile(net, mode=mode, dynamic=False)
+
+        def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {target: whole(network_input(transforms(image)))}
+
     def measure(image: torch.Tensor) -> dict[str, torch.Tensor]:
         return probe.all(network_input(image))
 
@@ -188,7 +203,9 @@ def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple
     spec0 = s.specs[0]
     optimizer = torch.optim.Adam(s.param.params, lr=spec0.lr)
     stop = EarlyStop(s.specs, s.param, s.classify, lambda: _display(s.param, spec0))
-    trace: list[TracePoint] = []
+    # Trace points stay on the device and are copied once at the end: no host
+    # synchronization inside the loop (on a GPU, a .cpu() per point would stall it).
+    points: list[tuple[int, torch.Tensor]] = []
     steps = spec0.steps
     device = s.param.params[0].device
     for step in range(steps):
@@ -204,20 +221,29 @@ def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple
         s.param.project()
         stop.after_step(step)
         if trace_every and (step % trace_every == 0 or step == steps - 1):
-            trace.append(_trace_point(step, parts))
+            points.append((step, _trace_row(parts)))
         if progress is not None:
             progress(step + 1, steps)
         if stop.all_stopped:
             break
-    return trace, stop.steps_taken(step + 1)
+    return _trace_points(points), stop.steps_taken(step + 1)
 
 
-def _trace_point(step: int, parts: LossParts) -> TracePoint:
-    def values(t: torch.Tensor) -> list[float]:
-        return [float(v) for v in t.detach().float().cpu().tolist()]
+def _trace_row(parts: LossParts) -> torch.Tensor:
+    """(4, B) on the device: activation, prior, objective, diversity (NaN: none)."""
+    div = parts.diversity if parts.diversity is not None else torch.full_like(parts.total, float("nan"))
+    return torch.stack([parts.activation.detach(), parts.prior.detach(), parts.total.detach(), div.detach()]).float()
 
-    div = values(parts.diversity) if parts.diversity is not None else None
-    return TracePoint(step, values(parts.activation), values(parts.prior), values(parts.total), div)
+
+def _trace_points(points: list[tuple[int, torch.Tensor]]) -> list[TracePoint]:
+    if not points:
+        return []
+    rows = torch.stack([row for _, row in points]).cpu().tolist()  # one copy for the whole trace
+    out = []
+    for (step, _), (act, prior, total, div) in zip(points, rows):
+        has_div = not all(v != v for v in div)  # NaN != NaN
+        out.append(TracePoint(step, act, prior, total, div if has_div else None))
+    return out
 
 
 def _display(param: Parameterized, spec: RenderSpec) -> torch.Tensor:

@@ -6,6 +6,7 @@ renders/<model>/<layer>/<unit>/<key>.json  its sidecar, written last: a
 atlases/<atlas-key>.png + .json            grids and their manifests
 jobs/<job-id>.json                         finished jobs' records
 cache/precision/<id>.json                  bf16 verdicts (service.precision_policy)
+cache/autotune/<id>.json                   tuned batch sizes (service.autotune)
 images/<sha256>                            uploaded images that renders start from
 """
 
@@ -46,3 +47,7 @@ def precision_verdict_key(verdict_id: str) -> str:
 
 def image_key(content_key: str) -> str:
     return check_key(f"images/{content_key}")
+
+
+def autotune_key(tune_id: str) -> str:
+    return check_key(f"cache/autotune/{tune_id}.json")

@@ -74,6 +74,7 @@ class Renderer:
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     guard_report: GuardReport | None = None
     judges: list[Judge] = field(default_factory=list)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
@@ -100,7 +101,7 @@ class Renderer:
         result = engine.render(
             self.net, specs[0].layer, specs, preprocessing=self.entry.preprocessing,
             precision=self.resolved_precision(specs[0]), device=self.device, originals=originals, progress=progress,
-            channels_last=self.channels_last,
+            channels_last=self.channels_last, compile=self.compile,
         )  # fmt: skip
         targets = [s.unit if s.kind == "logit" else None for s in specs]
         size = specs[0].size

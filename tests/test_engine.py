@@ -153,3 +153,18 @@ def test_renders_of_the_bundled_network_are_their_own_class(lite0: nn.Module, re
         top_png = lite0(entry.preprocessing.to_input(pixels)).argmax(1).tolist()
     assert top == units
     assert top_png == units
+
+
+@pytest.mark.slow
+def test_compiled_forward_matches_eager(lite0: nn.Module, lite0_f64: nn.Module) -> None:
+    """`compile=True` (torch.compile here on the CPU; CUDA graphs on a GPU)
+    renders what the eager loop renders (in float64: in float32 the loop's
+    first steps amplify rounding, see docs/benchmarks.md); a conv target (read
+    by a hook that cuts the forward short) stays eager and exact."""
+    specs = _specs("_fc", "logit", [258, 700], steps=3)
+    eager = engine.render(lite0_f64, "_fc", specs, precision="float64")
+    compiled = engine.render(lite0_f64, "_fc", specs, precision="float64", compile=True)
+    assert (eager.images - compiled.images).abs().max().item() < 1e-8
+    conv = _specs("_blocks.5", "channel", [3], steps=2)
+    assert torch.equal(engine.render(lite0, "_blocks.5", conv, precision="float32").images,
+                       engine.render(lite0, "_blocks.5", conv, precision="float32", compile=True).images)  # fmt: skip

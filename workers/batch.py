@@ -153,6 +153,7 @@ def run_batch(rt: Runtime, batch: RenderBatch, task_id: str | None, worker: str 
         callbacks=reporter.callbacks(),
         faults=Faults.from_env(),
         free_memory=_free_device_memory,
+        autotune=rt.settings.autotune,
     )
     with leased(rt.jobs.r, task_id, rt.settings.lease_renew_s):
         render_into_store(batch.items, plan)

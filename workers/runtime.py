@@ -61,7 +61,7 @@ class Runtime:
             weights = weights_config(self.settings, torch_home=self.settings.torch_home or os.environ.get("TORCH_HOME"))
             judges = load_judges(self.registry, self.settings.judges, weights, self.device)
             r = Renderer(self.registry.get(spec.model), device=self.device, random_weights=spec.random_weights,
-                         weights=weights, judges=judges)  # fmt: skip
+                         weights=weights, judges=judges, compile=self.settings.compile)  # fmt: skip
             log.info("loaded %s on %s in %.1fs", spec.model, device_name(self.device), r.load_seconds)
             self.renderers[key] = r
         return self.renderers[key]
