@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 
 from bench_report import machine, write_section
 from service import recipes
+from service.contract import RenderItem
 from service.images import read_png
 from service.renderer import Renderer, load_judges
 from service.spec import RenderSpec
@@ -57,8 +58,6 @@ def render_all(args: argparse.Namespace, classes: list[int]) -> dict[str, dict[s
             acc = out.setdefault(name, {"ranks": {}, "seconds": 0.0, "optimize_s": 0.0, "img_steps": 0})
             _collect(acc, rendered, part, seconds)
             for i, spec in enumerate(part):
-                from service.contract import RenderItem
-
                 renderer.store_one(store, rendered, i, RenderItem(spec=spec, recipe=name))
             print(f"{name}: classes {start}-{start + len(part) - 1} in {seconds:.0f}s", flush=True)
     return out

@@ -115,7 +115,7 @@ def local_image(out: LocalStore, given: str | None) -> str | None:
         return None
     if re.fullmatch(r"[0-9a-f]{64}", given):
         if not out.exists(layout.image_key(given)):
-            raise DreamfarmError(f"no image {given[:16]}… in {args_dir(out)}: give the file's path instead")
+            raise DreamfarmError(f"no image {given[:16]}… in {out.root}: give the file's path instead")
         return given
     try:
         data = Path(given).read_bytes()
@@ -128,10 +128,6 @@ def local_image(out: LocalStore, given: str | None) -> str | None:
     key = hashlib.sha256(data).hexdigest()
     out.put(layout.image_key(key), data, "application/octet-stream")
     return key
-
-
-def args_dir(out: LocalStore) -> str:
-    return str(out.root)
 
 
 def _say(quiet: bool) -> Callable[[str], None]:

@@ -2,8 +2,9 @@
 and a whole stack (servers, workers, API) on loopback. A developer tool used
 by `dreamfarm up` / `demo`, the tests and the benchmarks; not part of the core."""
 
+from devstack.child import Child
 from devstack.moto_s3 import MotoS3
-from devstack.process import Child, LocalStackError, free_port
+from devstack.process import LocalStackError, free_port
 from devstack.redis_server import RedisServer
 from devstack.seaweed import SeaweedS3
 from devstack.stack import LocalStack, read_state, worker_argv

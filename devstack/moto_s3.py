@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from devstack.process import HOST, Server, free_port
+from devstack.process import HOST, free_port
+from devstack.s3_server import S3Server
 
 
-class MotoS3(Server):
+class MotoS3(S3Server):
     name = "moto"
 
     def __init__(self, port: int | None = None, *, data_dir: str | os.PathLike[str]) -> None:
@@ -25,36 +25,11 @@ class MotoS3(Server):
         self.access_key = "dreamfarm"
         self.secret_key = secrets.token_urlsafe(24)
 
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
     def _argv(self) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)]
 
     def _ready(self) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client().list_buckets()
-        except (BotoCoreError, ClientError):
-            return False
-        return True
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint_url, region_name="us-east-1", aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}, connect_timeout=1,
-                          read_timeout=5),
-        )  # fmt: skip
+        return self._answers()
 
     def start(self, timeout: float = 30) -> Self:
         return super().start(timeout)
-
-    @property
-    def log_dir(self) -> Path:
-        return self.data_dir

@@ -15,9 +15,10 @@ import sysconfig
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from devstack.process import HOST, LocalStackError, Server, executable, free_ports
+from devstack.process import HOST, LocalStackError, executable, free_ports
+from devstack.s3_server import S3Server
 
 
 def find_weed() -> str:
@@ -46,7 +47,7 @@ def find_weed() -> str:
 _S3_ACTIONS = ["Admin", "Read", "List", "Tagging", "Write"]
 
 
-class SeaweedS3(Server):
+class SeaweedS3(S3Server):
     """`weed mini` (master, volume, filer, S3 gateway in one process) with S3
     authentication ON: one identity from a `-s3.config` file. Without that
     file SeaweedFS serves S3 to anonymous clients, so start() also checks
@@ -87,10 +88,6 @@ class SeaweedS3(Server):
     def ports(self) -> dict[str, int]:
         """Every port this instance listens on, by weed flag name."""
         return {"s3.port": self.port, **self._ports}
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
 
     @property
     def _config_path(self) -> Path:
@@ -168,26 +165,6 @@ class SeaweedS3(Server):
                 if stat.S_ISSOCK(sock.lstat().st_mode):
                     sock.unlink()
 
-    def client(self, *, secret_key: str | None = None, max_attempts: int = 1) -> Any:
-        """A boto3 S3 client signed with this server's (or another) secret."""
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=secret_key if secret_key is not None else self.secret_key,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                retries={"total_max_attempts": max_attempts, "mode": "standard"},
-                connect_timeout=1,
-                read_timeout=5,
-            ),
-        )
-
     def _volume_server_registered(self) -> bool:
         # The S3 gateway answers (even ListBuckets) before the volume server's
         # first heartbeat reaches the master; until then every object read
@@ -203,15 +180,7 @@ class SeaweedS3(Server):
         return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or [])
 
     def _ready(self) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if not self._volume_server_registered():
-            return False
-        try:
-            self.client().list_buckets()
-        except (BotoCoreError, ClientError):
-            return False
-        return True
+        return self._volume_server_registered() and self._answers()
 
     def _after_ready(self) -> None:
         try:

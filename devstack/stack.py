@@ -16,9 +16,11 @@ from types import TracebackType
 
 import httpx
 
+from devstack.child import Child
 from devstack.moto_s3 import MotoS3
-from devstack.process import HOST, Child, free_port
+from devstack.process import HOST, free_port
 from devstack.redis_server import RedisServer
+from devstack.s3_server import S3Server
 from devstack.seaweed import SeaweedS3
 from service.contract import QUEUE
 
@@ -45,8 +47,7 @@ class LocalStack:
         self.token = token or secrets.token_urlsafe(24)
         self.extra_env = extra_env or {}
         self.redis = RedisServer(data_dir=self.root / "redis")
-        self.s3: SeaweedS3 | MotoS3 = MotoS3(data_dir=self.root / "s3") if s3 == "moto" else SeaweedS3(
-            data_dir=self.root / "s3")  # fmt: skip
+        self.s3: S3Server = MotoS3(data_dir=self.root / "s3") if s3 == "moto" else SeaweedS3(data_dir=self.root / "s3")
         self.workers: list[Child] = []
         self.api: Child | None = None
 

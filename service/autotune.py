@@ -80,15 +80,26 @@ def save(store: Store, key: str, batch: int, tried: dict[int, float], spec: Rend
 
 def batch_size(
     specs: Sequence[RenderSpec], device: torch.device, precision: str, store: Store,
-    render: Callable[[list[RenderSpec]], object], *, enabled: bool,
+    render: Callable[[list[RenderSpec]], object], *, enabled: bool, memo: dict[str, int] | None = None,
 ) -> int:  # fmt: skip
-    """The chunk size for these specs: the tuned one (cached, or measured now)
-    where tuning is `enabled` on a GPU, else the device default."""
+    """The chunk size for these specs: the tuned one (remembered in `memo`,
+    kept in the store, or measured now) where tuning is `enabled` on a GPU,
+    else the device default."""
     spec = specs[0]
     default = default_batch_size(device, spec.size)
     if not enabled or device.type != "cuda":
         return default
     key = tune_id(spec, device, precision)
+    memo = memo if memo is not None else {}
+    if key not in memo:
+        memo[key] = _tuned(key, spec, device, store, render, default)
+    return memo[key]
+
+
+def _tuned(
+    key: str, spec: RenderSpec, device: torch.device, store: Store, render: Callable[[list[RenderSpec]], object],
+    default: int,
+) -> int:  # fmt: skip
     cached = load(store, key)
     if cached is not None:
         return cached

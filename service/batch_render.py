@@ -126,6 +126,7 @@ def _render_group(
     chunk = plan.chunk_size or autotune.batch_size(
         group, renderer.device, renderer.resolved_precision(group[0]), plan.verdicts,
         lambda specs: renderer.render(specs, None, originals_of(specs, plan.store)), enabled=plan.autotune,
+        memo=renderer.batch_sizes,
     )  # fmt: skip
     failed: list[UnitOutcome] = []
     for part in batches(group, chunk):  # a diversity group is never cut

@@ -22,10 +22,11 @@ import torch.nn as nn
 
 from service import display, parameterizations
 from service.early_stop import EarlyStop
-from service.loss import LossParts, Objective
+from service.loss import Objective
 from service.objectives import LayerProbe
 from service.parameterizations import Parameterized, initial_noise
 from service.spec import RenderSpec
+from service.trace import TracePoint, trace_points, trace_row
 from service.transforms import RandomTransforms
 from service.zoo import Preprocessing
 
@@ -40,15 +41,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 # Transforms draw from a generator of their own per image, seeded apart from
 # the one that drew the image's starting values.
 TRANSFORM_SEED_SALT = 0x5EED_7A45
-
-
-@dataclass
-class TracePoint:
-    step: int
-    activation: list[float]
-    prior: list[float]
-    objective: list[float]
-    diversity: list[float] | None = None
 
 
 @dataclass
@@ -221,29 +213,12 @@ def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple
         s.param.project()
         stop.after_step(step)
         if trace_every and (step % trace_every == 0 or step == steps - 1):
-            points.append((step, _trace_row(parts)))
+            points.append((step, trace_row(parts)))
         if progress is not None:
             progress(step + 1, steps)
         if stop.all_stopped:
             break
-    return _trace_points(points), stop.steps_taken(step + 1)
-
-
-def _trace_row(parts: LossParts) -> torch.Tensor:
-    """(4, B) on the device: activation, prior, objective, diversity (NaN: none)."""
-    div = parts.diversity if parts.diversity is not None else torch.full_like(parts.total, float("nan"))
-    return torch.stack([parts.activation.detach(), parts.prior.detach(), parts.total.detach(), div.detach()]).float()
-
-
-def _trace_points(points: list[tuple[int, torch.Tensor]]) -> list[TracePoint]:
-    if not points:
-        return []
-    rows = torch.stack([row for _, row in points]).cpu().tolist()  # one copy for the whole trace
-    out = []
-    for (step, _), (act, prior, total, div) in zip(points, rows):
-        has_div = not all(v != v for v in div)  # NaN != NaN
-        out.append(TracePoint(step, act, prior, total, div if has_div else None))
-    return out
+    return trace_points(points), stop.steps_taken(step + 1)
 
 
 def _display(param: Parameterized, spec: RenderSpec) -> torch.Tensor:

@@ -121,9 +121,8 @@ class JobStore:
         pipe.zadd(f"{PREFIX}:jobs", {p.job_id: float(now)})
         if not p.batches:  # everything cached: done at once
             pipe.hset(self._k(p.job_id), mapping={"state": "done", "finished_at": now})
-        pipe.rpush(self._k(p.job_id, "events"), json.dumps(
-            {"at": round(float(now), 3), "type": "submitted", "units": len(p.units), "cached": len(p.cached),
-             "batches": len(p.batches)}, sort_keys=True))  # fmt: skip
+        pipe.rpush(self._k(p.job_id, "events"),
+                   _event("submitted", units=len(p.units), cached=len(p.cached), batches=len(p.batches)))  # fmt: skip
         pipe.execute()
 
     def exists(self, job_id: str) -> bool:
@@ -246,9 +245,8 @@ class JobStore:
     # Events: what happened to a job, as structured records (never log text).
 
     def add_event(self, job_id: str, kind: str, **fields: str | int | float | None) -> None:
-        event = json.dumps({"at": round(time.time(), 3), "type": kind, **fields}, sort_keys=True)
         pipe = self.r.pipeline(transaction=False)
-        pipe.rpush(self._k(job_id, "events"), event)
+        pipe.rpush(self._k(job_id, "events"), _event(kind, **fields))
         pipe.ltrim(self._k(job_id, "events"), -MAX_EVENTS, -1)
         pipe.execute()
 
@@ -284,3 +282,7 @@ class JobStore:
     def recent_jobs(self, limit: int = 100) -> list[str]:
         """The newest job ids first."""
         return list(self.r.zrevrange(f"{PREFIX}:jobs", 0, limit - 1))  # type: ignore[arg-type]
+
+
+def _event(kind: str, **fields: str | int | float | None) -> str:
+    return json.dumps({"at": round(time.time(), 3), "type": kind, **fields}, sort_keys=True)

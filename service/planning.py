@@ -7,23 +7,21 @@ it. Every problem is a `DreamfarmError` naming the field and the valid choices.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from service import layout, recipes
 from service.contract import new_job_id
-from service.errors import BadPrior, BadRequest, BadUnit, DreamfarmError
+from service.errors import BadRequest, BadUnit, DreamfarmError
 from service.request import JobRequest
-from service.spec import PRIOR_NAMES, PriorTerm, Recipe, RenderSpec, UnitKind
+from service.spec import Recipe, RenderSpec, UnitKind
 from service.storage import Store
 from service.validation import describe
 from service.zoo import Architecture, LayerInfo
 
 UnitRef = int | str
-_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -46,36 +44,6 @@ class PlannedUnit:
     def caption(self) -> str:
         base = self.label or str(self.spec.unit)
         return f"{base} #{self.spec.sample + 1}" if self.spec.samples > 1 else base
-
-
-def parse_prior(items: Iterable[str]) -> tuple[PriorTerm, ...]:
-    """CLI form: 'edge_energy', 'tv:0.5', 'none'."""
-    terms = []
-    for item in items:
-        name, _, weight = item.partition(":")
-        if name not in PRIOR_NAMES:
-            raise BadPrior(f"unknown prior {name!r}; valid priors: {', '.join(PRIOR_NAMES)}")
-        try:
-            w = float(weight) if weight else 1.0
-            terms.append(PriorTerm(name=name, weight=w))  # type: ignore[arg-type]
-        except (ValueError, ValidationError):
-            raise BadPrior(f"bad prior weight in {item!r}: give a finite number >= 0, e.g. {name}:0.5") from None
-    return tuple(terms)
-
-
-def parse_units_arg(values: Sequence[str]) -> UnitSelection:
-    """CLI form: 'all', '0-15' (inclusive, as people write ranges), or indices/names."""
-    if len(values) == 1 and values[0].strip().lower() == "all":
-        return "all"
-    if len(values) == 1 and (m := _RANGE.match(values[0])):
-        a, b = int(m.group(1)), int(m.group(2))
-        if b < a:
-            raise BadUnit(f"empty unit range {values[0]!r}: write low-high, e.g. 0-15")
-        return UnitRange(a, b + 1)
-    out: list[UnitRef] = []
-    for v in values:
-        out.extend(int(p) if p.strip().isdigit() else p.strip() for p in [v])
-    return out
 
 
 def expand_units(arch: Architecture, layer: LayerInfo, kind: UnitKind, units: UnitSelection) -> list[int]:

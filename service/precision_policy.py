@@ -74,6 +74,9 @@ def decide(
     # renders (adversarial ones) stay float32 unless bf16 is asked for.
     if spec.precision != "auto" or not bfloat16_is_fast(renderer.device) or spec.param.name == "image":
         return
+    vid = verdict_id(spec, renderer.device)
+    if renderer.decided.get("precision") == vid:
+        return  # this renderer already holds this verdict: no store read per batch
     report = load(verdicts, spec, renderer.device)
     if report is None:
         if on_probe is not None:
@@ -82,3 +85,4 @@ def decide(
         save(verdicts, spec, renderer.device, report)
         log.info("bf16 guard for %s %s on %s: %s", spec.model, spec.layer, device_name(renderer.device), report.reason)
     renderer.guard_report = report
+    renderer.decided["precision"] = vid

@@ -12,23 +12,16 @@ from service.errors import DreamfarmError, one_line
 from service.spec import Recipe
 from service.validation import describe
 
-LUCID_TRANSFORMS = [
-    {"name": "pad", "amount": 12},
-    {"name": "jitter", "amount": 8},
-    {"name": "scale", "amount": 0.1},
-    {"name": "rotate", "amount": 5},
-    {"name": "jitter", "amount": 4},
-]
 
-# MaCo's own augmentations are stronger (large random crops): wider scale
-# and rotation ranges here.
-ROBUST_TRANSFORMS = [
-    {"name": "pad", "amount": 12},
-    {"name": "jitter", "amount": 8},
-    {"name": "scale", "amount": 0.3},
-    {"name": "rotate", "amount": 10},
-    {"name": "jitter", "amount": 4},
-]
+def _transforms(scale: float, rotate: float) -> list[dict[str, Any]]:
+    """Lucid's chain: pad 12, jitter 8, a random scale and rotation, jitter 4."""
+    return [{"name": "pad", "amount": 12}, {"name": "jitter", "amount": 8}, {"name": "scale", "amount": scale},
+            {"name": "rotate", "amount": rotate}, {"name": "jitter", "amount": 4}]  # fmt: skip
+
+
+LUCID_TRANSFORMS = _transforms(scale=0.1, rotate=5)
+# MaCo's own augmentations are stronger (large random crops): wider scale and rotation.
+ROBUST_TRANSFORMS = _transforms(scale=0.3, rotate=10)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The lecture's loop: pixels, multi-scale edge energy, Adam 0.1, 250 steps.

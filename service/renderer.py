@@ -75,6 +75,10 @@ class Renderer:
     guard_report: GuardReport | None = None
     judges: list[Judge] = field(default_factory=list)
     compile: bool = False
+    # Decisions this renderer holds (a bf16 verdict id, tuned batch sizes by
+    # tune id), so that a batch does not read the store for them again.
+    decided: dict[str, str] = field(default_factory=dict)
+    batch_sizes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()

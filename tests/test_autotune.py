@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from service import autotune, engine
+from service.devices import default_batch_size
 from service.spec import RenderSpec
 from service.splitting import InjectedOutOfMemory
 from service.storage import LocalStore
@@ -49,7 +50,7 @@ def test_the_result_is_kept_for_every_worker_and_cpu_keeps_its_default(tmp_path:
     calls: list[int] = []
     got = autotune.batch_size([SPEC], torch.device("cpu"), "float32", store, lambda s: calls.append(len(s)),
                               enabled=True)  # fmt: skip
-    assert got == 16 * (224 // 32) ** 2 // 1 or got >= 1
+    assert got == default_batch_size(torch.device("cpu"), SPEC.size)
     assert calls == []  # nothing measured on the CPU
     other = SPEC.model_copy(update={"size": 64})
     assert autotune.tune_id(other, torch.device("cpu"), "float32") != key

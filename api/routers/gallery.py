@@ -14,7 +14,7 @@ from api.deps import TOKEN_COOKIE, Services, reader_for, services
 from api.security import bearer
 from service import layout
 from service.config import Settings
-from service.errors import DreamfarmError, NotFound
+from service.errors import DreamfarmError, NotFound, one_line
 from service.gallery.pages import LiveLinks, error_page, login_page
 
 Page = Callable[[LiveLinks], str]
@@ -107,8 +107,6 @@ def _page(s: Services, page: Page) -> Response:
 
 
 def _error(s: Services, status: int, message: str) -> Response:
-    from service.errors import one_line
-
     return HTMLResponse(error_page(status, one_line(message), _links(s)), status_code=status)
 
 
