@@ -1,12 +1,12 @@
 # The two commands a newcomer needs:
 #   make demo   sets everything up and renders the lecture's classes into ./out/
-#   make test   sets everything up and runs lint, type checks and the tests
+#   make test   sets everything up (system packages too) and runs lint, type checks and the tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: setup demo demo-local test lint typecheck pytest bench clean
+.PHONY: setup system-packages demo demo-local test lint typecheck pytest bench clean
 
 setup: $(VENV)/.installed
 
@@ -26,7 +26,12 @@ demo-local: setup
 	$(BIN)/dreamfarm render --model efficientnet_lite0 --layer logits \
 		--unit Samoyed --unit "paper towel" --unit "king crab" --unit hourglass --out $(OUT)
 
-test: setup lint typecheck pytest
+# Debian's chromium, chromium-driver and docker-compose, installed when missing
+# (as root), else a stop with the one command to run: no test skips for them.
+system-packages:
+	bash scripts/system-packages.sh
+
+test: setup system-packages lint typecheck pytest
 
 lint:
 	$(BIN)/ruff check .

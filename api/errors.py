@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import Conflict, DreamfarmError, NotFound, QuotaExceeded, StorageError, one_line
 from service.zoo import Registry
+from service.zoo.registry import TIMM_PREFIX
 
 log = logging.getLogger("dreamfarm.api")
 STATUS: dict[type[DreamfarmError], int] = {NotFound: 404, Conflict: 409, QuotaExceeded: 429, StorageError: 503}
@@ -90,7 +91,8 @@ def _message(message: str, loc: list[Any], kind: str, got: object, registry: Reg
     if not loc:
         return f"the body must be a JSON object, not {_json_type(got)}"
     if loc == ["model"] and kind == "string_pattern_mismatch":
-        return message + f"; valid models: {', '.join(registry.names())}"
+        builtins = [n for n in registry.names() if not n.startswith(TIMM_PREFIX)]
+        return message + f"; valid models: {', '.join(builtins)}, or timm/<name> (GET /v1/models?family=timm)"
     if loc == ["layer"] and kind == "string_pattern_mismatch":
         return message + "; GET /v1/models/{model} lists the layers"
     return message

@@ -21,6 +21,9 @@ class CeleryPublisher:
             accept_content=["json"],
             task_queues=[Queue(QUEUE, routing_key=QUEUE)],
             broker_connection_retry_on_startup=True,
+            # A `task-sent` event per batch: Flower then shows a batch from the
+            # moment it is queued (PENDING), not only once a worker takes it.
+            task_send_sent_event=True,
             broker_transport_options={
                 "visibility_timeout": settings.lease_timeout_s,
                 "socket_timeout": 30,

@@ -83,7 +83,31 @@ class Failure(BaseModel):
     error: str
 
 
+class LayerStatus(BaseModel):
+    """One layer of a job with `layers`: its units' counts, its progress (its
+    finished units and its running batches' steps) and, once the job is
+    finished, its atlas."""
+
+    layer: str
+    path: str
+    kind: str
+    units: int
+    cached: int
+    done: int
+    failed: int
+    pending: int
+    progress: float
+    atlas_key: str | None
+    atlas_url: str | None = None
+    atlas_manifest_url: str | None = None
+
+
 class JobStatus(BaseModel):
+    """`layer` is the job's layer's module path (for a job with `layers`,
+    its first's); `layers` is None for a single-layer job. A job with
+    `layers` has an atlas per layer (`layers[].atlas_url`); its `atlas_url`
+    is its first layer's (the first that has one)."""
+
     id: str
     state: str
     model: str
@@ -102,6 +126,7 @@ class JobStatus(BaseModel):
     updated_at: float
     finished_at: float | None
     request: dict[str, Any]
+    layers: list[LayerStatus] | None = None
 
 
 class RenderItem(BaseModel):

@@ -20,7 +20,10 @@ _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo model name (see `dreamfarm models`)")
-    p.add_argument("--layer", required=True, help="layer alias (conv4, logits, …) or module path (features.28)")
+    p.add_argument("--layer", help="layer alias (conv4, logits, …) or module path (features.28)")
+    p.add_argument("--layers", metavar="L1,L2,…|all",
+                   help="several layers, comma-separated, each rendering the units given, or 'all': every "
+                        "aliased layer whose units are channels, and the logits (one atlas per layer)")  # fmt: skip
     p.add_argument("--unit", action="append", default=[], metavar="U", help="unit index or class name; repeatable")
     p.add_argument("--units", nargs="+", metavar="SEL", help="'all', a range like 0-15, or several units")
     p.add_argument("--kind", choices=("logit", "channel", "neuron"), help="unit kind (default: the layer's)")
@@ -57,7 +60,8 @@ def request_from_args(args: argparse.Namespace, init_image: str | None = None) -
     """The request the flags describe; `init_image` is the image's content key
     (the caller stores a file given with --init-image and passes its key)."""
     fields: dict[str, object] = {
-        "model": args.model, "layer": args.layer, "units": units_from_args(args.unit, args.units),
+        "model": args.model, **layers_from_args(args.layer, args.layers),
+        "units": units_from_args(args.unit, args.units),
         "kind": args.kind, "recipe": args.recipe, "steps": args.steps, "lr": args.lr, "size": args.size,
         "seed": args.seed, "init_scale": args.init_scale, "precision": args.precision,
         "random_weights": args.random_weights, "batch_size": getattr(args, "batch_size", None),
@@ -79,6 +83,22 @@ def request_from_args(args: argparse.Namespace, init_image: str | None = None) -
         return JobRequest.model_validate(fields)
     except ValidationError as exc:
         raise DreamfarmError(describe(exc)) from None
+
+
+def layers_from_args(layer: str | None, layers: str | None) -> dict[str, object]:
+    """--layer L, or --layers L1,L2 / --layers all: the request's `layer` or `layers`."""
+    if layer is not None and layers is not None:
+        raise DreamfarmError("give --layer (one layer) or --layers (several, or all), not both")
+    if layer is not None:
+        return {"layer": layer}
+    if layers is None:
+        raise DreamfarmError("give one layer with --layer L, or several with --layers L1,L2 (or --layers all)")
+    if layers.strip().lower() == "all":
+        return {"layers": "all"}
+    names = [n.strip() for n in layers.split(",") if n.strip()]
+    if not names:
+        raise DreamfarmError(f"--layers takes layer names separated by commas, or 'all'; got {layers!r}")
+    return {"layers": names}
 
 
 def units_from_args(unit: Sequence[str], units: Sequence[str] | None) -> Units:

@@ -1,16 +1,20 @@
-"""A small HTTP client for the API; errors become one-line DreamfarmErrors."""
+"""A small HTTP client for the API; errors become one-line DreamfarmErrors.
+
+httpx and devstack are imported when a client is made, not with this module:
+every command's parser reads `add_client_args` and `STACK_DIR`, and `--help`
+should not pay for an HTTP stack (a third of a second on a small machine)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from devstack import read_state
 from service.errors import DreamfarmError, one_line
+
+if TYPE_CHECKING:
+    import httpx
 
 STACK_DIR = Path(os.environ.get("DREAMFARM_STACK_DIR", ".dreamfarm"))
 
@@ -22,17 +26,23 @@ def add_client_args(p: argparse.ArgumentParser) -> None:
 
 class Client:
     def __init__(self, url: str, token: str | None) -> None:
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
+        self.http: httpx.Client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Client:
+        from devstack import read_state
+
         state = read_state(STACK_DIR) or {}
         url = args.api or os.environ.get("DREAMFARM_API_URL") or state.get("api_url") or "http://127.0.0.1:8000"
         token = args.token or os.environ.get("DREAMFARM_API_TOKEN") or state.get("token")
         return cls(url, token)
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
+        import httpx
+
         try:
             r = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -46,6 +56,8 @@ class Client:
         return r.json()
 
     def download(self, url: str, dest: Path) -> None:
+        import httpx
+
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         with httpx.stream("GET", url, timeout=60) as r:

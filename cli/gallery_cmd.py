@@ -6,15 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-
-from service.config import Settings
-from service.gallery.export import export_site, reindex
-from service.gallery.index import RedisIndex
-from service.s3 import S3Store
 from service.storage import LocalStore, Store
+
+if TYPE_CHECKING:
+    from service.s3 import S3Store
 
 
 def register(sub: Any) -> None:
@@ -39,11 +36,18 @@ def register(sub: Any) -> None:
     r.set_defaults(func=cmd_reindex)
 
 
+# The gallery (jinja2, the zoo's architectures, torch), boto3 and redis are
+# imported when a command runs: every `dreamfarm` invocation builds this parser.
 def _bucket() -> S3Store:
+    from service.config import Settings
+    from service.s3 import S3Store
+
     return S3Store.from_settings(Settings())
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from service.gallery.export import export_site
+
     source: Store = LocalStore(args.source) if args.source else _bucket()
     if args.out is not None:
         pages = export_site(source, LocalStore(args.out), args.model, args.layer)
@@ -59,6 +63,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(_args: argparse.Namespace) -> int:
+    import redis
+
+    from service.config import Settings
+    from service.gallery.export import reindex
+    from service.gallery.index import RedisIndex
+
     settings = Settings()
     n = reindex(_bucket(), RedisIndex(redis.Redis.from_url(settings.redis_url, decode_responses=True)))
     print(f"indexed {n} renders", file=sys.stderr)

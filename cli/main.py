@@ -8,21 +8,30 @@ and `worker` run the service's processes; `up` and `demo` a local stack;
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from cli import client_cmds, gallery_cmd, models_cmd, recipes_cmd, render_cmd, server_cmds, stack_cmds
 from service.errors import DreamfarmError, one_line
 from service.validation import describe
+
+# The modules under cli/ whose `register(sub)` adds commands, in the order
+# `--help` lists them: a new command is one more name here. Every invocation
+# imports all of them to build the parser, so each must import nothing heavy
+# at module level (no torch, torchvision, httpx, boto3, the gallery …) and
+# leave that to the command functions; tests/test_cli_imports.py checks it.
+COMMAND_MODULES = (
+    "render_cmd", "models_cmd", "recipes_cmd", "server_cmds", "stack_cmds", "client_cmds", "gallery_cmd", "env_cmd",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamfarm", description="Feature visualizations, rendered in batches.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (render_cmd, models_cmd, recipes_cmd, server_cmds, stack_cmds, client_cmds, gallery_cmd):
-        module.register(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cli.{name}").register(sub)
     return parser
 
 

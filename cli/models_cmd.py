@@ -1,16 +1,28 @@
-"""`dreamfarm models`: the zoo, one model's layers, or its classes."""
+"""`dreamfarm models`: the zoo by family, one family, a search, one model's
+layers, or its classes.
+
+Everything but one model's layers is read from the registry's data
+(service.zoo.catalog_generated for torchvision's and timm's networks), so it
+answers without importing torch; a model's layers come from tracing it (torch,
+on the meta device)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from service.zoo import Architecture, Registry
+from service.zoo import Registry
+from service.zoo.registry import TIMM_PREFIX
+
+#: Examples shown per family in the overview.
+EXAMPLES = 3
 
 
 def register(sub: Any) -> None:
-    m = sub.add_parser("models", help="list the zoo, or one model's layers")
-    m.add_argument("name", nargs="?")
+    m = sub.add_parser("models", help="list the zoo by family, or one model's layers")
+    m.add_argument("name", nargs="?", help="a model: list its layers (e.g. vgg16, swin_t, timm/convnext_tiny)")
+    m.add_argument("--family", metavar="NAME", help="list one family's models (timm: timm's families)")
+    m.add_argument("--search", metavar="TEXT", help="list the models whose name contains TEXT (any case)")
     m.add_argument("--classes", action="store_true", help="list class names of the logits layer")
     m.add_argument("--all", action="store_true", help="list every module, not only the aliased ones")
     m.set_defaults(func=models)
@@ -18,24 +30,80 @@ def register(sub: Any) -> None:
 
 def models(args: argparse.Namespace) -> int:
     registry = Registry()
-    if not args.name:
-        for name in registry.names():
-            e = registry.get(name)
-            tag = " (bundled, pretrained)" if e.bundled else ""
-            print(f"{name:22s} {e.description}{tag}")
+    if args.name:
+        return _layers(registry, args)
+    if args.search is not None:
+        _list(registry, registry.search(args.search))
         return 0
+    if args.family:
+        family = args.family.rstrip("/")
+        groups = registry.families()
+        if family not in groups and any(f.startswith(family + "/") for f in groups):
+            _overview(registry, {f: n for f, n in groups.items() if f.startswith(family + "/")})
+        else:
+            _list(registry, registry.family(family))
+        return 0
+    bundled = [n for n in registry.names() if registry.get(n).bundled]
+    groups = registry.families()
+    # The bundled network first: it is the one that renders on a fresh machine.
+    print(f"{', '.join(bundled)} ships pretrained; every other model reads its weights from a file "
+          f"(docs/models.md). {len(registry)} models in {len(groups)} families:")  # fmt: skip
+    _overview(registry, groups, collapse=TIMM_PREFIX)
+    print("`dreamfarm models --family NAME` lists a family, `--search TEXT` finds a name, "
+          "`dreamfarm models NAME` lists a model's layers")  # fmt: skip
+    return 0
+
+
+def _overview(registry: Registry, groups: dict[str, list[str]], collapse: str | None = None) -> None:
+    """One line per family: its size and a few of its models. Families under
+    `collapse` (timm's hundred) share one line."""
+    print(f"{'family':30s} {'models':>6s}  e.g.")
+    folded: dict[str, list[str]] = {}
+    for family, names in groups.items():
+        if collapse and family.startswith(collapse):
+            folded[family] = names
+            continue
+        print(f"{family:30s} {len(names):6d}  {_examples(registry, names)}")
+    if folded and collapse:
+        count = sum(len(n) for n in folded.values())
+        biggest = sorted(folded, key=lambda f: -len(folded[f]))[:EXAMPLES]
+        shown = ", ".join(f"{f} ({len(folded[f])})" for f in biggest)
+        print(f"{collapse + '*':30s} {count:6d}  {len(folded)} families: {shown}, …; "
+              f"--family {collapse.rstrip('/')} lists them")  # fmt: skip
+
+
+def _examples(registry: Registry, names: list[str]) -> str:
+    tags = [f"{n} (bundled)" if registry.get(n).bundled else n for n in names[:EXAMPLES]]
+    return ", ".join(tags) + (", …" if len(names) > EXAMPLES else "")
+
+
+def _list(registry: Registry, names: list[str]) -> None:
+    for name in names:
+        e = registry.get(name)
+        tag = " (bundled, pretrained)" if e.bundled else ""
+        print(f"{name:44s} {e.input_size:4d}px  {e.description}{tag}")
+    if not names:
+        print("no model matches")
+
+
+def _layers(registry: Registry, args: argparse.Namespace) -> int:
+    # One model's layers come from tracing its architecture (torch, on the
+    # meta device); the lists above need only the registry's data.
+    from service.zoo import Architecture
+
     arch = Architecture(registry.get(args.name))
     if args.classes:
         for i, c in enumerate(arch.entry.classes):
             print(f"{i:4d}  {c}")
         return 0
     print(f"{arch.entry.name}: {arch.entry.description}; input {arch.size}x{arch.size}")
-    print(f"{'alias':10s} {'path':34s} {'type':18s} {'kinds':16s} {'units':>6s}  shape")
+    width = max([len(x.path) for x in arch.layers if x.aliases or args.all] + [34])
+    print(f"{'alias':10s} {'path':{width}s} {'type':22s} {'kinds':16s} {'units':>6s}  {'layout':6s} shape")
     for layer in arch.layers:
         if not layer.aliases and not args.all:
             continue
-        print(f"{','.join(layer.aliases):10s} {layer.path:34s} {layer.module_type:18s} {'/'.join(layer.kinds):16s} "
-              f"{layer.units:6d}  {'x'.join(map(str, layer.shape))}")  # fmt: skip
+        print(f"{','.join(layer.aliases):10s} {layer.path:{width}s} {layer.module_type:22s} "
+              f"{'/'.join(layer.kinds):16s} {layer.units:6d}  {layer.layout:6s} {layer.describe()}")  # fmt: skip
     if not args.all:
         print(f"({len(arch.layers)} layers in all; --all lists every module path)")
     return 0

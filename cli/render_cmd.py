@@ -1,4 +1,8 @@
-"""`dreamfarm render`: the service core used directly, into a local folder."""
+"""`dreamfarm render`: the service core used directly, into a local folder.
+
+Only argparse and the light flag helpers are imported with this module (every
+`dreamfarm` invocation builds this parser); the core, and torch with it, are
+imported when the command runs."""
 
 from __future__ import annotations
 
@@ -7,31 +11,24 @@ import hashlib
 import os
 import re
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from cli.args import add_render_args, request_from_args
+from cli.progress import Progress
 from service import layout
-from service.architectures import Architectures
-from service.atlas import local_atlas
-from service.batch_render import Callbacks, RenderPlan, UnitOutcome, render_into_store
-from service.config import Settings
-from service.contract import RenderItem
-from service.devices import default_device, device_name
 from service.errors import DreamfarmError
-from service.images import decode_image
-from service.planning import PlannedUnit, plan_request
-from service.renderer import Renderer, load_judges
-from service.spec import RenderSpec
 from service.storage import LocalStore
-from service.weights_remote import weights_config
-from service.zoo import Registry
-from service.zoo.network import default_torch_home
+
+if TYPE_CHECKING:
+    import torch
+
+    from service.batch_render import UnitOutcome
+    from service.planning import LayerPlan, PlannedUnit
+    from service.renderer import Renderer
+    from service.spec import RenderSpec
+    from service.zoo import Registry
 
 
 def register(sub: Any) -> None:
@@ -41,7 +38,8 @@ def register(sub: Any) -> None:
     r.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     r.add_argument("--weights", default=None,
                    help="explicit weights file or s3://bucket/key (checked against its sha256)")  # fmt: skip
-    r.add_argument("--out", required=True, help="output folder (renders/…, atlas.png, atlas.json)")
+    r.add_argument("--out", required=True,
+                   help="output folder (renders/…, atlas.png + .json; with --layers atlases/<layer>.*)")  # fmt: skip
     r.add_argument("--judge", action="append", default=[], metavar="MODEL",
                    help="also classify each render with this network, e.g. efficientnet_lite2; repeatable")  # fmt: skip
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -49,14 +47,23 @@ def register(sub: Any) -> None:
 
 
 def render(args: argparse.Namespace) -> int:
+    from service.architectures import Architectures
+    from service.batch_render import Callbacks, RenderPlan, render_into_store
+    from service.contract import RenderItem
+    from service.devices import default_device, device_name
+    from service.planning import plan_layers
+
     out = LocalStore(args.out)
     request = request_from_args(args, init_image=local_image(out, args.init_image))
     archs = Architectures()
     arch = archs.get(request.model, request.size)
-    planned = plan_request(request, arch)
+    planned, layers = plan_layers(request, arch)
     say = _say(args.quiet)
-    layer = arch.layer(request.layer)
-    say(f"{arch.entry.name} {layer.name} ({layer.path}): {len(planned)} units")
+    if request.several_layers:
+        say(f"{arch.entry.name}: {len(layers)} layers ({_names(layers)}), {len(planned)} units")
+    else:
+        layer = arch.layer(layers[0].path)
+        say(f"{arch.entry.name} {layer.name} ({layer.path}): {len(planned)} units")
     device = default_device(args.device)
     bar = _Progress(len(planned) * planned[0].spec.steps, args.quiet)
     items = [RenderItem(spec=p.spec, label=p.label, recipe=request.recipe) for p in planned]
@@ -65,8 +72,9 @@ def render(args: argparse.Namespace) -> int:
         chunk_size=args.batch_size,
         raise_load_errors=True,
         callbacks=Callbacks(progress=bar.step, unit=bar.unit,
-                            probing=lambda: say("checking whether bf16 is good enough here (once per model, layer "
-                                                "and device)…")),
+                            probing=lambda: say("checking whether bf16 is good enough here (a probe of at most a "
+                                                "tenth of this job; once per model, layer, recipe and device)…"),
+                            precision_note=say),
     ))  # fmt: skip
     bar.close()
     exists = sum(o.status == "exists" for o in outcomes)
@@ -78,7 +86,12 @@ def render(args: argparse.Namespace) -> int:
     for o in outcomes:
         if not o.ok:
             say(f"failed: unit {o.spec.unit}: {o.reason}")
-    if len(planned) > 1:
+    if request.several_layers:  # one atlas per layer, as a job with several layers has in the bucket
+        for x in layers:
+            title = f"{arch.entry.name} · {x.name} · {planned[x.start].spec.steps} steps"
+            if _atlas(out, planned[x.start : x.stop], title, f"atlases/{x.name}"):
+                say(f"atlas: {Path(args.out) / 'atlases' / f'{x.name}.png'}")
+    elif len(planned) > 1:
         _atlas(out, planned, f"{arch.entry.name} · {layer.name} · {request.steps} steps")
         say(f"atlas: {Path(args.out) / 'atlas.png'}")
     for p in planned:
@@ -88,6 +101,11 @@ def render(args: argparse.Namespace) -> int:
 
 def _renderers(args: argparse.Namespace, registry: Registry, device: torch.device) -> Callable[[RenderSpec], Renderer]:
     """One renderer per model for this run, made when the first unit needs it."""
+    from service.config import Settings
+    from service.renderer import Renderer, load_judges
+    from service.weights_remote import weights_config
+    from service.zoo.network import default_torch_home
+
     made: dict[tuple[str, bool], Renderer] = {}
     weights = weights_config(Settings(), path=args.weights, torch_home=default_torch_home())
 
@@ -102,10 +120,19 @@ def _renderers(args: argparse.Namespace, registry: Registry, device: torch.devic
     return renderer_for
 
 
-def _atlas(out: LocalStore, planned: list[PlannedUnit], title: str) -> None:
+def _atlas(out: LocalStore, planned: list[PlannedUnit], title: str, name: str = "atlas") -> bool:
+    """The atlas of the rendered units (at `name`.png + .json); whether there was one."""
+    from service.atlas import local_atlas
+
     done = [(p.spec, p.caption, p.label) for p in planned if out.exists(layout.render_sidecar_key(p.spec))]
     if done:
-        local_atlas(out, done, title)
+        local_atlas(out, done, title, name)
+    return bool(done)
+
+
+def _names(layers: list[LayerPlan], shown: int = 6) -> str:
+    names = [x.name for x in layers]
+    return ", ".join(names[:shown]) + (f", … {names[-1]}" if len(names) > shown else "")
 
 
 def local_image(out: LocalStore, given: str | None) -> str | None:
@@ -121,6 +148,8 @@ def local_image(out: LocalStore, given: str | None) -> str | None:
         data = Path(given).read_bytes()
     except OSError as exc:
         raise DreamfarmError(f"--init-image {given}: {exc.strerror or exc}") from None
+    from service.images import decode_image  # torch: only when an image is given
+
     try:
         decode_image(data)
     except ValueError as exc:
@@ -143,21 +172,20 @@ def _cache_dir() -> Path:
 
 
 class _Progress:
+    """Image-steps done out of all the job's: a bar on a terminal, lines in a log."""
+
     def __init__(self, total: int, quiet: bool) -> None:
-        self.t0 = time.perf_counter()
-        self.bar = tqdm(total=total, unit="img-step", disable=quiet, file=sys.stderr,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")  # fmt: skip
+        self.progress = Progress(total, unit="img-step", desc="render", disable=quiet)
 
     def step(self, images: int, _step: int, _steps: int) -> None:
-        self.bar.update(images)
+        self.progress.update(images)
 
     def unit(self, outcome: UnitOutcome) -> None:
         if outcome.status == "exists":
-            self.bar.total -= outcome.spec.steps
-            self.bar.refresh()
+            self.progress.set_total(self.progress.total - outcome.spec.steps)
 
     def seconds(self) -> float:
-        return time.perf_counter() - self.t0
+        return self.progress.elapsed()
 
     def close(self) -> None:
-        self.bar.close()
+        self.progress.close()

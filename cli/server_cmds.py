@@ -10,8 +10,6 @@ import subprocess
 import sys
 from typing import Any
 
-from devstack import worker_argv
-
 
 def register(sub: Any) -> None:
     a = sub.add_parser("api", help="run the HTTP API (settings from DREAMFARM_* env vars)")
@@ -61,6 +59,8 @@ def worker_plans(gpus: list[str], host: str) -> list[tuple[str, dict[str, str]]]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from devstack import worker_argv  # with the command, not the parser: devstack brings httpx
+
     plans = worker_plans(gpu_ids(args.gpus), os.uname().nodename)
     base = os.environ.get("DREAMFARM_METRICS_PORT")
     if base and base.isdigit():  # one metrics port per process: base, base+1, …

@@ -11,7 +11,6 @@ from typing import Any
 
 from cli.client import STACK_DIR, Client
 from cli.client_cmds import fetch, follow, report
-from devstack import LocalStack
 
 LECTURE_DEMO_CLASSES = ["Samoyed", "paper towel", "king crab", "hourglass"]
 
@@ -31,12 +30,14 @@ def register(sub: Any) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from devstack import LocalStack  # here, not at the top: every `dreamfarm` builds this parser
+
     stack = LocalStack(args.dir, workers=args.workers, api_port=args.port)
     print("dreamfarm: starting Redis, SeaweedFS, worker(s) and the API…", file=sys.stderr)
     stack.start()
-    print(f"dreamfarm: up. API {stack.api_url} (docs at {stack.api_url}/docs)\n"
-          f"  token: {stack.token}\n  state: {args.dir / 'stack.json'} (submit/status/fetch read it)\n"
-          f"  logs:  {args.dir / 'logs'}\nCtrl-C stops everything.", file=sys.stderr)  # fmt: skip
+    print(f"dreamfarm: up, everything on loopback.\n{stack.describe()}\n"
+          f"state    {args.dir / 'stack.json'} (submit/status/fetch read it; `eval \"$(dreamfarm env)\"` exports it)\n"
+          f"logs     {args.dir / 'logs'}\nCtrl-C stops everything.", file=sys.stderr)  # fmt: skip
     stopping = False
 
     def stop(_sig: int, _frame: Any) -> None:
@@ -56,6 +57,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Stack up, the lecture's classes on the bundled network over HTTP, fetch, stack down."""
+    from devstack import LocalStack
+
     out = Path(args.out)
     print("dreamfarm demo: starting a local stack (Redis, SeaweedFS S3, one worker, the API)…", file=sys.stderr)
     with LocalStack(args.dir, workers=1) as stack:

@@ -7,7 +7,7 @@ from devstack.moto_s3 import MotoS3
 from devstack.process import LocalStackError, free_port
 from devstack.redis_server import RedisServer
 from devstack.seaweed import SeaweedS3
-from devstack.stack import LocalStack, read_state, worker_argv
+from devstack.stack import LocalStack, StackState, WorkerState, read_state, worker_argv
 
 __all__ = [
            "Child",
@@ -16,6 +16,8 @@ __all__ = [
            "MotoS3",
            "RedisServer",
            "SeaweedS3",
+           "StackState",
+           "WorkerState",
            "free_port",
            "read_state",
            "worker_argv",

@@ -74,8 +74,9 @@ atexit.register(_cleanup_all)
 
 def _listens(pid: int, port: int) -> bool | None:
     """Whether process `pid` holds the listening socket on 127.0.0.1:`port`
-    (None where /proc cannot tell). Another server already on the port would
-    otherwise answer our readiness probe while ours fails to bind."""
+    (or on every address, if it was told so; None where /proc cannot tell).
+    Another server already on the port would otherwise answer our readiness
+    probe while ours fails to bind."""
     try:
         inodes = set()
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -86,11 +87,11 @@ def _listens(pid: int, port: int) -> bool | None:
         lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     except OSError:
         return None
-    want = f"0100007F:{port:04X}"
+    want = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
     for line in lines:
         fields = line.split()
         # local_address, state 0A = LISTEN, inode
-        if fields[1] == want and fields[3] == "0A" and fields[9] in inodes:
+        if fields[1] in want and fields[3] == "0A" and fields[9] in inodes:
             return True
     return False
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from service import layout
 from service.images import read_png
 from service.spec import RenderSpec, canonical_json
-from service.storage import Store
+from service.storage import Store, check_key
 
 LABEL_HEIGHT = 18
 PAD = 4
@@ -101,12 +101,16 @@ def manifest_bytes(manifest: dict[str, object]) -> bytes:
     return canonical_json(manifest).encode()
 
 
-def local_atlas(store: Store, specs: Sequence[tuple[RenderSpec, str, str | None]], title: str) -> tuple[str, str]:
+def local_atlas(
+    store: Store, specs: Sequence[tuple[RenderSpec, str, str | None]], title: str, name: str = "atlas"
+) -> tuple[str, str]:
     """An atlas of renders already in `store` ((spec, caption, label) each),
-    filed as atlas.png + atlas.json at its root (the CLI's folder layout)."""
+    filed as <name>.png + <name>.json (the CLI's folder layout: atlas.* at its
+    root, or atlases/<layer>.* for each layer of a job with several)."""
     tiles = [Tile(store.get(layout.render_png_key(s)), caption, s.unit, s.key(), label) for s, caption, label in specs]
     samples = specs[0][0].samples if specs else 1
     png, manifest = build_atlas(tiles, title=title, columns=columns_for(len(tiles), samples))
-    store.put("atlas.png", png, "image/png")
-    store.put("atlas.json", manifest_bytes(manifest), "application/json")
-    return "atlas.png", "atlas.json"
+    png_key, json_key = check_key(f"{name}.png"), check_key(f"{name}.json")
+    store.put(png_key, png, "image/png")
+    store.put(json_key, manifest_bytes(manifest), "application/json")
+    return png_key, json_key

@@ -59,6 +59,7 @@ class Callbacks:
     split: Callable[[int, int], None] | None = None  # (images, half) on out-of-memory
     batch_done: Callable[[int, float], None] | None = None  # (images, seconds)
     probing: Callable[[], None] | None = None  # the bf16 probe is about to run
+    precision_note: Callable[[str], None] | None = None  # said once: float32, the job is too small to probe
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,14 @@ def _render_group(
         if plan.raise_load_errors:
             raise
         return [_tell(plan, UnitOutcome(s, "failed", one_line(str(exc)))) for s in group]
-    precision_policy.decide(renderer, group, plan.verdicts, plan.callbacks.probing)
+    precision_policy.decide(renderer, group, plan.verdicts, plan.callbacks.probing, plan.callbacks.precision_note)
     chunk = plan.chunk_size or autotune.batch_size(
         group, renderer.device, renderer.resolved_precision(group[0]), plan.verdicts,
         lambda specs: renderer.render(specs, None, originals_of(specs, plan.store)), enabled=plan.autotune,
         memo=renderer.batch_sizes,
     )  # fmt: skip
     failed: list[UnitOutcome] = []
+    filed = False
     for part in batches(group, chunk):  # a diversity group is never cut
         t0 = time.perf_counter()
         pieces = render_splitting(_render_fn(renderer, plan), part, on_split=plan.callbacks.split,
@@ -138,9 +140,34 @@ def _render_group(
                 failed += [_tell(plan, UnitOutcome(s, "failed", piece.error or "failed")) for s in piece.specs]
             else:
                 pending.append(uploads.submit(_file_piece, plan, renderer, piece, items))
+                filed = True
         if plan.callbacks.batch_done is not None:
             plan.callbacks.batch_done(len(part), time.perf_counter() - t0)
+    if filed:  # queued after the group's renders, on the same (one) upload thread
+        pending.append(uploads.submit(_file_alias_indexes, plan, renderer, group[0]))
     return failed
+
+
+def _file_alias_indexes(plan: RenderPlan, renderer: Renderer, spec: RenderSpec) -> list[UnitOutcome]:
+    """`renders/<model>/<alias>/index.json` for each alias of the layer just
+    filed, so that a person who asked for `logits` finds its renders under
+    `_fc`. Written every time renders of the layer are filed (the same bytes:
+    concurrent workers cannot conflict, and a bucket that lost one gets it
+    back). Best effort: the renders are filed, a pointer is a convenience."""
+    try:
+        aliases = renderer.layer_aliases(spec.layer)
+    except Exception as exc:  # a network the zoo cannot trace: no pointers, the renders stand
+        log.warning("no alias index for %s %s: %s", spec.model, spec.layer, one_line(str(exc)))
+        return []
+    for alias in aliases:
+        if alias == spec.layer:  # resnet's conv1 is its own alias: nothing to point to
+            continue
+        try:
+            data = layout.alias_index(spec.model, spec.layer, alias, aliases)
+            plan.store.put(layout.alias_index_key(spec.model, alias), data, "application/json")
+        except StorageError as exc:
+            log.warning("alias index %s of %s not written: %s", alias, spec.model, one_line(str(exc)))
+    return []
 
 
 def _render_fn(renderer: Renderer, plan: RenderPlan) -> Callable[[list[RenderSpec]], Rendered]:

@@ -81,8 +81,11 @@ class Settings(BaseSettings):
     # The step's forward through torch.compile (CUDA graphs on a GPU) where the
     # target is the network's output; off until measured on the card (issue 9).
     compile: bool = False
-    # A worker process serves its Prometheus metrics on this port (none if unset).
+    # A worker process serves its Prometheus metrics on this port (none if unset),
+    # on this address: loopback unless told otherwise, because the metrics name
+    # models and job sizes; compose and Kubernetes set 0.0.0.0 for Prometheus.
     metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = Field("127.0.0.1", min_length=1)
 
     # Log lines: "text", or "json" (one object a line, with job_id and batch_id).
     log_format: Literal["text", "json"] = "text"

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from service import display, parameterizations
+from service.compiled import CheckedCompiled
 from service.early_stop import EarlyStop
 from service.loss import Objective
 from service.objectives import LayerProbe
@@ -57,6 +58,10 @@ class BatchResult:
     steps_taken: list[int] = field(default_factory=list)
     original: torch.Tensor | None = None  # (B, H, W, 3) uint8: param "image"'s starting image
     timings: dict[str, float] = field(default_factory=dict)
+    # compile=True: whether the compiled forward rendered this batch, and if
+    # not, why (it failed, or disagreed with eager: see service.compiled).
+    compiled: bool = False
+    compile_note: str | None = None
 
     def image_trace(self, i: int) -> list[dict[str, float]]:
         out = []
@@ -97,6 +102,7 @@ class _Setup:
     classify: Callable[[torch.Tensor], torch.Tensor]  # pixels → logits (early stopping)
     objective: Objective
     precision: str
+    compiled: CheckedCompiled | None = None
 
 
 def render(
@@ -135,6 +141,15 @@ def render(
     t_loop = time.perf_counter()
     with torch.no_grad():
         image = setup.param.image().detach()
+    if setup.compiled is not None and setup.compiled.in_use and not bool(torch.isfinite(image).all()):
+        # The first step's check passed but a later compiled step went wrong:
+        # the batch is rendered again, eagerly, rather than filed as NaN.
+        again = render(net, layer_path, specs, preprocessing=preprocessing, precision=precision, device=dev,
+                       init=init, originals=originals, progress=progress, trace_every=trace_every,
+                       channels_last=channels_last, compile=False)  # fmt: skip
+        again.compile_note = "compiled render was not finite; rendered again eagerly"
+        return again
+    with torch.no_grad():
         act_final = setup.objective.unit(setup.measure(image)).to(torch.float64).cpu()
         prior_final = setup.objective.prior(image).to(torch.float64).cpu()
     shown = _display(setup.param, specs[0])
@@ -144,6 +159,8 @@ def render(
         images=image.contiguous().cpu(), display=shown, activation=act_final, prior=prior_final, trace=trace,
         precision=precision, device=str(dev), seconds=t_end - t_start, steps=specs[0].steps, steps_taken=steps_taken,
         original=original, timings={"optimize_s": t_loop - t_start, "finalize_s": t_end - t_loop},
+        compiled=setup.compiled is not None and setup.compiled.in_use,
+        compile_note=setup.compiled.reason if setup.compiled is not None else None,
     )  # fmt: skip
 
 
@@ -171,13 +188,15 @@ def _setup(
     def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
         return probe.all(network_input(transforms(image)))
 
+    checked: CheckedCompiled | None = None
     if compile and objective.layers == [list(dict(net.named_modules()))[-1]]:
         # The target is the last module (the output): no hook needs to cut the
         # forward short, so the whole forward can be compiled.
         # Transforms draw from Python-side generators each step: they stay outside.
         target = objective.layers[0]
         mode = "reduce-overhead" if dev.type == "cuda" else "default"
-        whole = torch.compile(net, mode=mode, dynamic=False)
+        checked = CheckedCompiled(net, lambda: torch.compile(net, mode=mode, dynamic=False))
+        whole = checked
 
         def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
             return {target: whole(network_input(transforms(image)))}
@@ -188,7 +207,7 @@ def _setup(
     def classify(pixels: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(net(network_input(pixels.to(device=dev, dtype=DTYPES[precision]))))
 
-    return _Setup(specs, param, forward, measure, classify, objective, precision)
+    return _Setup(specs, param, forward, measure, classify, objective, precision, checked)
 
 
 def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple[list[TracePoint], list[int]]:

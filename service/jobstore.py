@@ -9,13 +9,18 @@ Unit state changes go through one Lua script, so that concurrent workers
 count every unit once and exactly one of them sees the job finish. Each job
 also keeps a short log of structured events (batch started, unit rendered or
 found in the bucket, out-of-memory splits, failures), which the API serves.
+
+A job that names its layers (`layers`) also keeps them, in order, each with
+its span of the job's unit order (`layers` in the job's hash), and which
+layer each batch renders (`…:batch_layer`): so its status counts each layer's
+units where they are, in Redis, without a per-layer record to keep in step.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
@@ -45,7 +50,18 @@ if ARGV[2] == 'done' then
 elseif redis.call('SISMEMBER', done, ARGV[1]) == 0 then
   redis.call('HSET', failed, ARGV[1], ARGV[3])
 end
-if ARGV[5] ~= '' then redis.call('HDEL', progress, ARGV[5]) end
+-- The unit leaves its batch's in-flight count (it now counts as finished);
+-- dropping the whole entry would take the batch's other rendered but not yet
+-- recorded units out of the job's progress, which would then go backwards.
+if ARGV[5] ~= '' then
+  local entry = redis.call('HGET', progress, ARGV[5])
+  if entry then
+    local n, frac = string.match(entry, '^(%d+):(.*)$')
+    n = tonumber(n or '0') - 1
+    if n <= 0 then redis.call('HDEL', progress, ARGV[5])
+    else redis.call('HSET', progress, ARGV[5], n .. ':' .. frac) end
+  end
+end
 redis.call('HSET', job, 'updated_at', ARGV[4])
 local state = redis.call('HGET', job, 'state')
 if state == 'queued' then redis.call('HSET', job, 'state', 'running') end
@@ -79,6 +95,27 @@ return redis.call('HGET', KEYS[1], 'state')
 """
 
 
+# Each layer's finished units, counted where they are (the done set and the
+# failed hash hold keys, not layers): one pass over the job's unit order,
+# whose layers are consecutive spans. Cached units are counted at creation.
+_LAYER_COUNTS = """
+-- KEYS: 1 order list, 2 done set, 3 failed hash
+-- ARGV: each layer's end in the order list (exclusive), in order
+local order = redis.call('LRANGE', KEYS[1], 0, -1)
+local out, i = {}, 1
+for n = 1, #ARGV do
+  local stop, done, failed = tonumber(ARGV[n]), 0, 0
+  while i <= stop and i <= #order do
+    if redis.call('SISMEMBER', KEYS[2], order[i]) == 1 then done = done + 1
+    elseif redis.call('HEXISTS', KEYS[3], order[i]) == 1 then failed = failed + 1 end
+    i = i + 1
+  end
+  out[n] = {done, failed}
+end
+return out
+"""
+
+
 class JobStore:
     """Job records in Redis."""
 
@@ -86,6 +123,7 @@ class JobStore:
         self.r = client
         self._mark = client.register_script(_MARK)
         self._start = client.register_script(_START)
+        self._layer_counts = client.register_script(_LAYER_COUNTS)
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
@@ -98,7 +136,10 @@ class JobStore:
             raise DreamfarmError(f"malformed job id {job_id[:50]!r}")
         return f"{PREFIX}:job:{job_id}" + (f":{part}" if part else "")
 
-    def create(self, p: JobPlan, *, tenant: str = "default") -> None:
+    def create(self, p: JobPlan, *, tenant: str = "default", batch_layers: Mapping[str, int] | None = None) -> None:
+        """Record a planned job. `batch_layers`: batch id → its layer's place
+        in `p.layers`, for a job with `layers` (its status counts the running
+        batches' steps towards their layers)."""
         now = str(time.time())
         units = {
             u.spec.key(): json.dumps({"unit": u.spec.unit, "sample": u.spec.sample, "label": u.label,
@@ -109,7 +150,7 @@ class JobStore:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self._k(p.job_id), mapping={  # type: ignore[arg-type]
             "id": p.job_id, "state": "queued", "model": p.request.model, "layer": p.units[0].spec.layer,
-            "request": p.request.model_dump_json(), "total": len(p.units), "cached": len(p.cached),
+            "request": p.request.record_json(), "total": len(p.units), "cached": len(p.cached),
             "batches": len(p.batches), "created_at": now, "updated_at": now, "tenant": tenant,
             "title": p.request.title or "", "recipe": p.request.recipe,
             "samples": p.units[0].spec.samples if p.units else 1,
@@ -118,6 +159,13 @@ class JobStore:
         pipe.hset(self._k(p.job_id, "units"), mapping=units)  # type: ignore[arg-type]
         if p.cached:
             pipe.sadd(self._k(p.job_id, "cached"), *p.cached)
+        if p.request.several_layers:
+            order = [u.spec.key() for u in p.units]
+            layers = [{"layer": x.name, "path": x.path, "kind": x.kind, "start": x.start, "stop": x.stop,
+                       "cached": sum(k in p.cached for k in order[x.start : x.stop])} for x in p.layers]  # fmt: skip
+            pipe.hset(self._k(p.job_id), "layers", json.dumps(layers))
+            if batch_layers:
+                pipe.hset(self._k(p.job_id, "batch_layer"), mapping=dict(batch_layers))  # type: ignore[arg-type]
         pipe.zadd(f"{PREFIX}:jobs", {p.job_id: float(now)})
         if not p.batches:  # everything cached: done at once
             pipe.hset(self._k(p.job_id), mapping={"state": "done", "finished_at": now})
@@ -156,6 +204,17 @@ class JobStore:
         """A worker begins one of the job's batches; returns the job's state."""
         state = self._start(keys=[self._k(job_id)], args=[str(time.time())])
         return str(state) if state is not None else None
+
+    def add_batch_layers(self, job_id: str, batch_layers: Mapping[str, int]) -> None:
+        """More batches of a job with `layers` (a retry's), with their layers."""
+        if batch_layers:
+            self.r.hset(self._k(job_id, "batch_layer"), mapping=dict(batch_layers))  # type: ignore[arg-type]
+
+    def layers(self, job_id: str) -> list[dict[str, Any]] | None:
+        """A job's layers as `create` recorded them (name, path, kind, span
+        start/stop in the unit order, cached), or None for a `layer` job."""
+        raw = self.r.hget(self._k(job_id), "layers")
+        return json.loads(raw) if raw else None  # type: ignore[arg-type]
 
     def set_progress(self, job_id: str, batch_id: str, units: int, fraction: float) -> None:
         self.r.hset(self._k(job_id, "progress"), batch_id, f"{units}:{fraction:.4f}")
@@ -197,12 +256,19 @@ class JobStore:
         total, cached = int(job["total"]), int(job["cached"])
         done = int(self.r.scard(self._k(job_id, "done")))  # type: ignore[arg-type]
         failures = self.r.hgetall(self._k(job_id, "failed"))
-        partial = 0.0
-        for v in self.r.hvals(self._k(job_id, "progress")):  # type: ignore[union-attr]
+        in_flight: dict[str, float] = {}  # batch id → units × fraction of its steps done
+        for batch, v in self.r.hgetall(self._k(job_id, "progress")).items():  # type: ignore[union-attr]
             n, frac = str(v).split(":")
-            partial += int(n) * float(frac)
+            in_flight[str(batch)] = int(n) * float(frac)
+        partial = sum(in_flight.values())
         finished = done + cached + len(failures)  # type: ignore[arg-type]
         progress = 1.0 if job["state"] in ("done", "done_with_failures") else min(1.0, (finished + partial) / total)
+        # Shown progress never goes back (a batch's next chunk restarts its
+        # in-flight fraction before the last chunk's units are recorded).
+        shown = float(job.get("progress_shown") or 0.0)
+        if progress > shown:
+            self.r.hset(self._k(job_id), "progress_shown", f"{progress:.4f}")
+        progress = max(progress, shown)
         return {
             "id": job_id, "state": job["state"], "model": job["model"], "layer": job["layer"],
             "title": job.get("title") or None,
@@ -217,7 +283,39 @@ class JobStore:
             "created_at": float(job["created_at"]), "updated_at": float(job["updated_at"]),
             "finished_at": float(job["finished_at"]) if job.get("finished_at") else None,
             "request": json.loads(job["request"]),
+            "layers": self._layer_summaries(job_id, job, in_flight) if job.get("layers") else None,
         }  # fmt: skip
+
+    def _layer_summaries(self, job_id: str, job: dict[str, str], in_flight: dict[str, float]) -> list[dict[str, Any]]:
+        """Each layer's counts and progress (finished units and the running
+        batches' steps, never shown going back, like the job's) and atlas."""
+        layers: list[dict[str, Any]] = json.loads(job["layers"])
+        counts = self._layer_counts(keys=[self._k(job_id, "order"), self._k(job_id, "done"), self._k(job_id, "failed")],
+                                    args=[x["stop"] for x in layers])  # fmt: skip
+        partial = [0.0] * len(layers)
+        batches = list(in_flight)
+        for batch, index in zip(batches, self.r.hmget(self._k(job_id, "batch_layer"), batches) if batches else []):
+            if index is not None and 0 <= int(index) < len(layers):
+                partial[int(index)] += in_flight[batch]
+        shown = self.r.hgetall(self._k(job_id, "layer_shown"))
+        atlases = json.loads(job.get("layer_atlases") or "{}")
+        finished_job = job["state"] in ("done", "done_with_failures")
+        out, raise_shown = [], {}
+        for i, (x, (done, failed)) in enumerate(zip(layers, counts)):  # type: ignore[call-overload]
+            units, cached = x["stop"] - x["start"], x["cached"]
+            finished = done + failed + cached
+            progress = 1.0 if finished_job else min(1.0, (finished + partial[i]) / max(1, units))
+            before = float(shown.get(str(i)) or 0.0)  # type: ignore[union-attr]
+            if progress > before:
+                raise_shown[str(i)] = f"{progress:.4f}"
+            out.append({
+                "layer": x["layer"], "path": x["path"], "kind": x["kind"], "units": units, "cached": cached,
+                "done": done, "failed": failed, "pending": max(0, units - finished),
+                "progress": round(max(progress, before), 4), "atlas_key": atlases.get(x["layer"]),
+            })  # fmt: skip
+        if raise_shown:
+            self.r.hset(self._k(job_id, "layer_shown"), mapping=raise_shown)  # type: ignore[arg-type]
+        return out
 
     def quality(self, job_id: str) -> dict[str, dict[str, int]]:
         """Per network, of the units rendered in this job: how many it
@@ -234,9 +332,9 @@ class JobStore:
     def reopen(self, job_id: str) -> None:
         """For a retry of failed units: the job runs again until they finish."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.hdel(self._k(job_id), "finished_at", "atlas_key", "atlas_requested")
+        pipe.hdel(self._k(job_id), "finished_at", "atlas_key", "atlas_requested", "progress_shown", "layer_atlases")
         pipe.hset(self._k(job_id), mapping={"state": "running", "updated_at": str(time.time())})
-        pipe.delete(self._k(job_id, "failed"))
+        pipe.delete(self._k(job_id, "failed"), self._k(job_id, "layer_shown"))
         pipe.execute()
 
     def ping(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from service.objectives import UnitSelector, group_similarity
+from service.objectives import UnitSelector, group_similarity, layout_in
 from service.priors import combined_prior
 from service.spec import RenderSpec
 
@@ -41,7 +41,7 @@ class Objective:
         return [self.target, self.diversity_layer] if self.diversity else [self.target]
 
     def unit(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.select(acts[self.target])
+        return self.select(acts[self.target], layout_in(acts, self.target))
 
     def __call__(self, image: torch.Tensor, acts: dict[str, torch.Tensor]) -> LossParts:
         act = self.unit(acts).to(image.dtype)
@@ -50,6 +50,9 @@ class Objective:
         total = h - act if self.sign > 0 else h + act
         div = None
         if self.diversity:
-            div = group_similarity(acts[self.diversity_layer], self.groups).to(image.dtype)
+            # Gram matrices over channels: a channels-last map or a token
+            # sequence is read channels first, as a convolution's map is.
+            at = layout_in(acts, self.diversity_layer).canonical(acts[self.diversity_layer])
+            div = group_similarity(at, self.groups).to(image.dtype)
             total = total + self.diversity * div
         return LossParts(act, h, div, total)

@@ -1,20 +1,25 @@
-"""From a request (model, layer, units, recipe) to validated specs and batches,
-and a job's plan: what the bucket already holds, and the rest in batches.
+"""From a request (model, layer or layers, units, recipe) to validated specs
+and batches, and a job's plan: what the bucket already holds, and the rest in
+batches.
 
 Validation needs only the architecture (no weights), so the API host can do
 it. Every problem is a `DreamfarmError` naming the field and the valid choices.
+
+A request names one `layer`, or several `layers` (or "all", the whole network:
+`network_layers`); its `units` apply to each layer. Specs are planned layer
+after layer, and batches never mix layers (the layer is part of the batch key).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from service import layout, recipes
 from service.contract import new_job_id
-from service.errors import BadRequest, BadUnit, DreamfarmError
+from service.errors import BadRequest, BadUnit, DreamfarmError, OverLimit, UnknownLayer
 from service.request import JobRequest
 from service.spec import Recipe, RenderSpec, UnitKind
 from service.storage import Store
@@ -86,17 +91,84 @@ def plan_units(
     unit_kind = arch.kind(info, kind)
     pos = arch.position(info, unit_kind, position)
     indices = expand_units(arch, info, unit_kind, units)
-    out = []
-    for u in indices:
-        for k in range(recipe.samples):
-            try:
-                spec = RenderSpec(
-                    model=arch.entry.name, layer=info.path, kind=unit_kind, unit=u, position=pos, seed=seed,
-                    random_weights=random_weights, sample=k, init_image=init_image, **recipe.model_dump(),
-                )  # fmt: skip
-            except ValidationError as exc:
-                raise DreamfarmError(describe(exc)) from None
-            out.append(PlannedUnit(spec, arch.label(info, unit_kind, u)))
+    return _specs(arch, info, unit_kind, indices, recipe, seed=seed, random_weights=random_weights, position=pos,
+                  init_image=init_image)  # fmt: skip
+
+
+def _specs(
+    arch: Architecture, info: LayerInfo, kind: UnitKind, indices: Sequence[int], recipe: Recipe, *, seed: int,
+    random_weights: bool, position: tuple[int, int] | None, init_image: str | None,
+) -> list[PlannedUnit]:  # fmt: skip
+    """One spec per unit and sample: the first validated, the others its
+    copies (`RenderSpec.for_units`: a whole network is tens of thousands)."""
+    if not indices:
+        return []
+    try:
+        first = RenderSpec(
+            model=arch.entry.name, layer=info.path, kind=kind, unit=indices[0], position=position, seed=seed,
+            random_weights=random_weights, sample=0, init_image=init_image, **recipe.model_dump(),
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise DreamfarmError(describe(exc)) from None
+    specs = first.for_units((u, k) for u in indices for k in range(recipe.samples))
+    labels = {u: arch.label(info, kind, u) for u in indices}
+    return [PlannedUnit(spec, labels[spec.unit]) for spec in specs]
+
+
+def network_layers(arch: Architecture) -> list[LayerInfo]:
+    """What `"layers": "all"` renders: every layer the zoo gives an alias
+    (conv1…convN for each conv, and a family's own such as block1…, head)
+    whose units are channels, then the logits. Unaliased layers (batch norms,
+    activations, pooling, a block's inner modules) repeat the channels of
+    the conv before them, and fc layers other than the logits have neurons
+    only; both stay nameable one by one."""
+    maps = [x for x in arch.layers if x.aliases and "channel" in x.kinds]
+    logits = [x for x in arch.layers if "logit" in x.kinds]
+    return maps + [x for x in logits if x not in maps]
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer of a job: the name it goes by (as the request named it, or
+    for "all" the zoo's first alias), its module path and unit kind, and
+    where its units are in the job's list: `units[start:stop]`."""
+
+    name: str
+    path: str
+    kind: UnitKind
+    start: int
+    stop: int
+
+    @property
+    def units(self) -> int:
+        return self.stop - self.start
+
+
+def request_layers(request: JobRequest, arch: Architecture) -> list[tuple[str, LayerInfo]]:
+    """The request's layers as (the name they go by, the layer), in order;
+    an unknown one refused naming it and the valid layers, two names of one
+    layer refused too (its units would be planned twice)."""
+    if request.layers is None:
+        name = request.layer or ""
+        return [(name, arch.layer(name))]
+    if request.layers == "all":
+        every = network_layers(arch)
+        if not every:
+            raise BadRequest(f"{arch.entry.name} has no aliased layer of channels and no logits for 'all': name its "
+                             f"layers (`dreamfarm models {arch.entry.name}` lists them)", field="layers")  # fmt: skip
+        return [(info.name, info) for info in every]
+    out: list[tuple[str, LayerInfo]] = []
+    seen: dict[str, str] = {}
+    for name in request.layers:
+        try:
+            info = arch.layer(name)
+        except UnknownLayer as exc:
+            raise UnknownLayer(f"layers: {exc}", field="layers") from None
+        if info.path in seen:
+            raise BadRequest(f"layers {seen[info.path]} and {name} are the same layer ({info.path}) of "
+                             f"{arch.entry.name}: name it once", field="layers")  # fmt: skip
+        seen[info.path] = name
+        out.append((name, info))
     return out
 
 
@@ -104,16 +176,18 @@ def plan_units(
 DEFAULT_DIVERSITY = 10.0
 
 
-def request_recipe(request: JobRequest, arch: Architecture) -> Recipe:
-    """The request's recipe: the named preset, the request's overrides, the
-    size (default: the model's), and for samples a diversity term at a conv
-    layer (default: one about two thirds of the way to the target)."""
+def request_recipe(request: JobRequest, arch: Architecture, target: LayerInfo | None = None) -> Recipe:
+    """The request's recipe for its layer `target` (default: its first): the
+    named preset, the request's overrides, the size (default: the model's),
+    and for samples a diversity term at a conv layer (default: one about two
+    thirds of the way to the target, so each layer of a job has its own)."""
     fields = {**request.overrides(), "size": request.size or arch.entry.input_size}
     recipe = recipes.recipe(request.recipe, fields)
     if recipe.samples > 1 and request.diversity is None and not recipe.diversity:
         recipe = recipe.model_copy(update={"diversity": DEFAULT_DIVERSITY})
     if recipe.diversity:
-        where = arch.conv_layer(recipe.diversity_layer, before=request.layer)
+        target = target or request_layers(request, arch)[0][1]
+        where = arch.conv_layer(recipe.diversity_layer, before=target.path)
         recipe = recipe.model_copy(update={"diversity_layer": where.path})
     if recipe.param.name == "image" and request.init_image is None:
         raise BadRequest("this recipe starts from an image: give init_image (POST /v1/images; --init-image)",
@@ -133,11 +207,44 @@ def selection(request: JobRequest) -> UnitSelection:
 
 def plan_request(request: JobRequest, arch: Architecture) -> list[PlannedUnit]:
     """The one way from a request to its specs: the API, a retry and the CLI all use it."""
-    return plan_units(
-        arch, layer=request.layer, units=selection(request), recipe=request_recipe(request, arch),
-        kind=request.kind, seed=request.seed, random_weights=request.random_weights,
-        position=request.position_tuple(), init_image=request.init_image,
-    )  # fmt: skip
+    return plan_layers(request, arch)[0]
+
+
+def plan_layers(
+    request: JobRequest, arch: Architecture, *, max_units: int | None = None
+) -> tuple[list[PlannedUnit], list[LayerPlan]]:
+    """The request's specs, layer after layer, and where each layer's are.
+    Every layer is validated (kind, position, units: a unit out of range for
+    one layer is refused naming that layer) and the total counted against
+    `max_units` before any spec is made, so a request over the limit costs
+    next to nothing."""
+    # In the order a single-layer request has always been checked in: the
+    # unit range, the recipe, then the layer, its kind, position and units.
+    chosen = selection(request)
+    recipe = request_recipe(request, arch)
+    picked: list[tuple[str, LayerInfo, UnitKind, tuple[int, int] | None, list[int], Recipe]] = []
+    total = 0
+    for name, info in request_layers(request, arch):
+        kind = arch.kind(info, request.kind)
+        position = arch.position(info, kind, request.position_tuple())
+        indices = expand_units(arch, info, kind, chosen)
+        # A default diversity layer is chosen below each layer.
+        mine = request_recipe(request, arch, info) if recipe.diversity and picked else recipe
+        picked.append((name, info, kind, position, indices, mine))
+        total += len(indices) * mine.samples
+    if max_units is not None and total > max_units:
+        samples = picked[0][5].samples
+        what = "units" if samples == 1 else "renders (units × samples)"
+        where = f" over {len(picked)} layers" if request.several_layers else ""
+        raise OverLimit(f"{total} {what} in one job{where}; the limit is {max_units} (split the job)", field="units")
+    units: list[PlannedUnit] = []
+    layers: list[LayerPlan] = []
+    for name, info, kind, position, indices, recipe in picked:
+        start = len(units)
+        units += _specs(arch, info, kind, indices, recipe, seed=request.seed, random_weights=request.random_weights,
+                        position=position, init_image=request.init_image)  # fmt: skip
+        layers.append(LayerPlan(name, info.path, kind, start, len(units)))
+    return units, layers
 
 
 @dataclass
@@ -147,9 +254,15 @@ class JobPlan:
     units: list[PlannedUnit]
     cached: set[str]
     batches: list[list[RenderSpec]]
+    #: The job's layers in order (one for a `layer` request), each with its span of `units`.
+    layers: list[LayerPlan] = field(default_factory=list)
 
     def labels(self) -> dict[str, str | None]:
         return {u.spec.key(): u.label for u in self.units}
+
+    def layer_index(self) -> dict[str, int]:
+        """Module path → the layer's place in `layers` (a job names a layer once)."""
+        return {layer.path: i for i, layer in enumerate(self.layers)}
 
 
 def existing_sidecars(store: Store, prefix: str) -> set[str]:
@@ -163,17 +276,18 @@ def plan_job(
     job_id: str | None = None,
 ) -> JobPlan:  # fmt: skip
     """Plan a job: expand, drop what the bucket already holds, batch the rest."""
-    units = plan_request(request, arch)
-    if max_units is not None and len(units) > max_units:
-        what = "units" if units[0].spec.samples == 1 else "renders (units × samples)"
-        raise BadUnit(f"{len(units)} {what} in one job; the limit is {max_units} (split the job)")
+    units, layers = plan_layers(request, arch, max_units=max_units)
     if request.init_image is not None and not store.exists(layout.image_key(request.init_image)):
         raise BadRequest(f"no image {request.init_image[:16]}… in the bucket: upload it first (POST /v1/images)",
                          field="init_image")  # fmt: skip
-    present = existing_sidecars(store, layout.layer_prefix(units[0].spec)) if units else set()
+    present: set[str] = set()
+    for layer in layers:
+        if layer.units:
+            present |= existing_sidecars(store, layout.layer_prefix_of(arch.entry.name, layer.path))
     cached = {u.spec.key() for u in units if layout.render_sidecar_key(u.spec) in present}
     todo = [u.spec for u in units if u.spec.key() not in cached]
-    return JobPlan(job_id or new_job_id(), request, units, cached, batches(todo, request.batch_size or batch_size))
+    return JobPlan(job_id or new_job_id(), request, units, cached, batches(todo, request.batch_size or batch_size),
+                   layers)  # fmt: skip
 
 
 def units_with_keys(request: JobRequest, arch: Architecture, keys: Sequence[str]) -> list[PlannedUnit]:

@@ -59,6 +59,66 @@ class GuardReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """One half of the probe: the probe's renders in one precision, reduced to
+    what the comparison needs (so it can be stored, and a probe cut short by
+    a killed worker resumes from the half it finished)."""
+
+    precision: str
+    start: list[float]  # each unit's activation on the starting noise
+    final: list[float]  # … after the probe's steps
+    top1: list[int] | None  # the network's class for each render (pretrained networks)
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def measure(
+    net: nn.Module,
+    layer_path: str,
+    specs: Sequence[RenderSpec],
+    precision: str,
+    *,
+    device: torch.device,
+    pretrained: bool,
+    channels_last: bool = False,
+    preprocessing: Preprocessing | None = None,
+) -> Measurement:
+    """Render the probe in `precision` ("float32" or "bfloat16")."""
+    if not pretrained:
+        specs = [s.model_copy(update={"prior": ()}) for s in specs]
+    res = engine.render(net, layer_path, specs, precision=precision, device=device, channels_last=channels_last,
+                        preprocessing=preprocessing)  # fmt: skip
+    start = res.trace[0].activation if res.trace else [0.0] * len(specs)
+    top1: list[int] | None = None
+    if pretrained:
+        with torch.no_grad():
+            to_input = preprocessing.to_input if preprocessing and specs[0].param.name != "pixel" else (lambda t: t)
+            top1 = [int(c) for c in net(to_input(res.images.to(device))).argmax(1).cpu()]
+    return Measurement(precision, [float(a) for a in start], [float(a) for a in res.activation], top1, res.seconds)
+
+
+def compare(f32: Measurement, b16: Measurement) -> GuardReport:
+    """bf16 passes if it reaches ACTIVATION_RATIO of float32's gain over the
+    shared starting noise and, on a pretrained network, the same top-1."""
+    gains_f = [f - a0 for f, a0 in zip(f32.final, f32.start)]
+    gains_b = [b - a0 for b, a0 in zip(b16.final, f32.start)]
+    ratios = [b / f if f > 0 else 0.0 for b, f in zip(gains_b, gains_f)]
+    mean_ratio = sum(gains_b) / sum(gains_f) if sum(gains_f) > 0 else 0.0
+    same = [a == b for a, b in zip(f32.top1, b16.top1)] if f32.top1 is not None and b16.top1 is not None else None
+    ok_ratio = mean_ratio >= ACTIVATION_RATIO
+    ok_top1 = same is None or all(same)
+    reason = (
+        f"bf16 reached {mean_ratio:.0%} of float32's activation gain" + (" with the same top-1" if same else "")
+        if ok_ratio and ok_top1
+        else f"bf16 fell short: {mean_ratio:.0%} of float32's activation gain (per unit "
+        f"{[round(r, 2) for r in ratios]}), same top-1 {same}"
+    )
+    return GuardReport(ok_ratio and ok_top1, mean_ratio, ratios, same, reason)
+
+
 def guard_bfloat16(
     net: nn.Module,
     layer_path: str,
@@ -70,32 +130,9 @@ def guard_bfloat16(
     preprocessing: Preprocessing | None = None,
 ) -> GuardReport:
     """Render `specs` in float32 and in bf16 and compare (see module doc)."""
-    if not pretrained:
-        specs = [s.model_copy(update={"prior": ()}) for s in specs]
-    kw = {"device": device, "channels_last": channels_last, "preprocessing": preprocessing}
-    f32 = engine.render(net, layer_path, specs, precision="float32", **kw)  # type: ignore[arg-type]
-    b16 = engine.render(net, layer_path, specs, precision="bfloat16", **kw)  # type: ignore[arg-type]
-    start = f32.trace[0].activation if f32.trace else [0.0] * len(specs)
-    gains_f = [float(f) - a0 for f, a0 in zip(f32.activation, start)]
-    gains_b = [float(b) - a0 for b, a0 in zip(b16.activation, start)]
-    ratios = [b / f if f > 0 else 0.0 for b, f in zip(gains_b, gains_f)]
-    mean_ratio = sum(gains_b) / sum(gains_f) if sum(gains_f) > 0 else 0.0
-    same: list[bool] | None = None
-    if pretrained:
-        with torch.no_grad():
-            to_input = preprocessing.to_input if preprocessing and specs[0].param.name != "pixel" else (lambda t: t)
-            top_f = net(to_input(f32.images.to(device))).argmax(1).cpu()
-            top_b = net(to_input(b16.images.to(device))).argmax(1).cpu()
-        same = [bool(a == b) for a, b in zip(top_f, top_b)]
-    ok_ratio = mean_ratio >= ACTIVATION_RATIO
-    ok_top1 = same is None or all(same)
-    reason = (
-        f"bf16 reached {mean_ratio:.0%} of float32's activation gain" + (" with the same top-1" if same else "")
-        if ok_ratio and ok_top1
-        else f"bf16 fell short: {mean_ratio:.0%} of float32's activation gain (per unit "
-        f"{[round(r, 2) for r in ratios]}), same top-1 {same}"
-    )
-    return GuardReport(ok_ratio and ok_top1, mean_ratio, ratios, same, reason)
+    kw = {"device": device, "pretrained": pretrained, "channels_last": channels_last, "preprocessing": preprocessing}
+    f32 = measure(net, layer_path, specs, "float32", **kw)  # type: ignore[arg-type]
+    return compare(f32, measure(net, layer_path, specs, "bfloat16", **kw))  # type: ignore[arg-type]
 
 
 def resolve(requested: str, device: torch.device, guard: GuardReport | None) -> str:

@@ -26,7 +26,7 @@ from service.precision import GuardReport
 from service.quality import Verdict
 from service.spec import RenderSpec, canonical_json
 from service.storage import Store
-from service.zoo import ModelEntry, Registry, WeightsConfig, load_network
+from service.zoo import Architecture, ModelEntry, Registry, WeightsConfig, load_network
 
 ProgressFn = Callable[[int, int], None]
 DREAMFARM_VERSION = "0.2.0"
@@ -79,6 +79,7 @@ class Renderer:
     # tune id), so that a batch does not read the store for them again.
     decided: dict[str, str] = field(default_factory=dict)
     batch_sizes: dict[str, int] = field(default_factory=dict)
+    _aliases: dict[str, tuple[str, ...]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         t0 = time.perf_counter()
@@ -89,12 +90,23 @@ class Renderer:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.load_seconds = time.perf_counter() - t0
 
+    def layer_aliases(self, layer: str) -> tuple[str, ...]:
+        """The zoo's friendly names (logits, conv4, block6 …) of a layer given
+        by module path; traced once per renderer, on the meta device."""
+        if self._aliases is None:
+            self._aliases = {info.path: info.aliases for info in Architecture(self.entry).layers}
+        return self._aliases.get(layer, ())
+
     def run_guard(self, specs: Sequence[RenderSpec]) -> GuardReport:
-        self.guard_report = precision.guard_bfloat16(
-            self.net, specs[0].layer, specs, device=self.device, pretrained=not self.random_weights,
+        self.guard_report = precision.compare(self.measure(specs, "float32"), self.measure(specs, "bfloat16"))
+        return self.guard_report
+
+    def measure(self, specs: Sequence[RenderSpec], precision_name: str) -> precision.Measurement:
+        """One half of the bf16 probe (service.precision_policy)."""
+        return precision.measure(
+            self.net, specs[0].layer, specs, precision_name, device=self.device, pretrained=not self.random_weights,
             channels_last=self.channels_last, preprocessing=self.entry.preprocessing,
         )  # fmt: skip
-        return self.guard_report
 
     def resolved_precision(self, spec: RenderSpec) -> str:
         return precision.resolve(spec.precision, self.device, self.guard_report)
@@ -148,6 +160,7 @@ class Renderer:
                 "batch_seconds": round(result.seconds, 4),
                 **{k: round(v, 4) for k, v in result.timings.items()},
             },
+            **({"compiled": {"used": result.compiled, "note": result.compile_note}} if self.compile else {}),
             "versions": versions(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }

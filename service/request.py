@@ -8,9 +8,22 @@ number (pydantic's lax mode would turn `true` into unit 1).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ModelWrapValidatorHandler,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from service.errors import BadUnit
 from service.spec import (
@@ -28,6 +41,8 @@ from service.spec import (
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 MAX_UNIT_INDEX = 10**7
+#: Layers one request may list (a ResNet-152 has 155 conv layers and logits).
+MAX_LAYERS = 512
 
 
 def printable(v: str) -> str:
@@ -78,6 +93,8 @@ Units = list[UnitIndex | ClassName] | UnitRangeIn | Literal["all"]
 # The presets of service.recipes (a test checks that the two agree).
 RecipeName = Literal["lecture", "lucid", "maco", "adversarial"]
 LayerName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")]
+#: Several layers by name, or "all": the whole network (`service.planning.network_layers` says which).
+Layers = Annotated[list[LayerName], Field(min_length=1, max_length=MAX_LAYERS)] | Literal["all"]
 
 
 class ParamIn(BaseModel):
@@ -99,14 +116,21 @@ RECIPE_FIELDS = ("prior", "steps", "lr", "init_scale", "precision", "param", "tr
 
 
 class JobRequest(BaseModel):
-    """A render job: model, layer, units, and a recipe (the lecture's by
-    default) whose fields may be overridden one by one; a field left out (or
-    null) is the recipe's. `size` defaults to the model's input size."""
+    """A render job: model, layer (or layers), units, and a recipe (the
+    lecture's by default) whose fields may be overridden one by one; a field
+    left out (or null) is the recipe's. `size` defaults to the model's input
+    size. `layers` (a list of layer names, or "all": every aliased layer whose
+    units are channels, and the logits) instead of `layer` renders `units`
+    of each layer in one job, with progress and an atlas per layer."""
 
     model_config = STRICT
 
-    model: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
-    layer: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")
+    # timm's networks are timm/<architecture> (service.zoo.registry).
+    model: str = Field(min_length=1, max_length=64, pattern=r"^(?:timm/)?[a-z0-9_]+$")
+    # Exactly one of the two (`_one_of_layer_and_layers`): one layer, or
+    # several (each gets `units`), or "all".
+    layer: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")
+    layers: Layers | None = None
     units: Units
     kind: UnitKind | None = None
     # A JSON array of two: a list, since strict mode takes no list for a tuple.
@@ -141,6 +165,41 @@ class JobRequest(BaseModel):
             raise ValueError(f"each prior term may appear once; repeated: {', '.join(dupes)}")
         return v
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_of_layer_and_layers(cls, data: Any, handler: ModelWrapValidatorHandler[JobRequest]) -> JobRequest:
+        """`layer` or `layers`, exactly one. Neither is refused as a missing
+        `layer` (in the same words, and beside the other fields' errors, as
+        when `layer` was the only way), both as a conflict on `layers`."""
+        given = [name for name in ("layer", "layers") if isinstance(data, dict) and data.get(name) is not None]
+        problem: InitErrorDetails | None = None
+        if isinstance(data, dict) and not given:
+            problem = InitErrorDetails(type="missing", loc=("layer",), input=data)
+        elif len(given) == 2:
+            message = "give either layer (one layer) or layers (several, or 'all'), not both"
+            problem = InitErrorDetails(type=PydanticCustomError("layer_and_layers", message), loc=("layers",),
+                                       input=data["layers"])  # fmt: skip
+        try:
+            request = handler(data)
+        except ValidationError as exc:
+            if problem is None:
+                raise
+            fields = list(cls.model_fields)  # the problems in the order of the fields they are about
+            details = sorted([*_details(exc), problem], key=lambda d: _position(fields, d["loc"]))
+            raise ValidationError.from_exception_data(exc.title, details) from None
+        if problem is not None:
+            raise ValidationError.from_exception_data(cls.__name__, [problem])
+        return request
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: Layers | None) -> Layers | None:
+        if isinstance(v, list):
+            dupes = sorted({n for n in v if v.count(n) > 1})
+            if dupes:
+                raise ValueError(f"layers listed more than once: {', '.join(dupes)}")
+        return v
+
     @field_validator("units")
     @classmethod
     def _not_empty(cls, v: Units) -> Units:
@@ -154,6 +213,18 @@ class JobRequest(BaseModel):
         if self.units.stop <= self.units.start:
             raise BadUnit(f"empty unit range: stop ({self.units.stop}) must be > start ({self.units.start})")
         return self.units
+
+    @property
+    def several_layers(self) -> bool:
+        """Whether the request names its layers with `layers` (even just one):
+        its job then reports progress and files an atlas per layer."""
+        return self.layers is not None
+
+    def record_json(self) -> str:
+        """The request as a job's record keeps it: without the one of `layer`
+        and `layers` it does not use, so a single-layer job's record reads as
+        it did before `layers` existed."""
+        return self.model_dump_json(exclude={"layers"} if self.layers is None else {"layer"})
 
     def position_tuple(self) -> tuple[int, int] | None:
         return (self.position[0], self.position[1]) if self.position is not None else None
@@ -177,3 +248,24 @@ class JobRequest(BaseModel):
                 value = [t.model_dump() for t in value]
             out[name] = value
         return out
+
+
+def _details(exc: ValidationError) -> list[InitErrorDetails]:
+    """A validation error's problems, to raise again with one more."""
+    out: list[InitErrorDetails] = []
+    for e in exc.errors():
+        if e["type"] in _BUILT_IN_ERRORS:
+            detail = InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"])
+            if "ctx" in e:
+                detail["ctx"] = e["ctx"]
+        else:  # a custom error: its message as it was
+            detail = InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"]), loc=e["loc"], input=e["input"])
+        out.append(detail)
+    return out
+
+
+_BUILT_IN_ERRORS = frozenset(get_args(ErrorType))
+
+
+def _position(fields: list[str], loc: tuple[int | str, ...]) -> int:
+    return fields.index(loc[0]) if loc and loc[0] in fields else len(fields)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
@@ -168,14 +168,70 @@ class RenderSpec(Recipe):
     def canonical_json(self) -> str:
         return canonical_json(self.content())
 
+    # The keys are computed once per spec and kept in its __dict__ under names
+    # no field or attribute can have: a job's planning, its record and its
+    # batches ask for each spec's key several times, and one costs a whole
+    # model_dump (tens of µs; a whole network is tens of thousands of specs).
+    # pydantic ignores such entries in ==, hash, repr and dumps; a copy with
+    # changed fields drops them (`model_copy`), and the fields are frozen.
+
     def key(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        cached: str | None = self.__dict__.get(_KEY)
+        if cached is None:
+            cached = self.__dict__[_KEY] = _sha256(self.content())
+        return cached
 
     def batch_key(self) -> str:
         """Specs with equal batch keys may be rendered as one optimization:
         everything but what makes one image of a batch differ from another."""
-        fields = {k: v for k, v in self.content().items() if k not in PER_IMAGE_FIELDS}
-        return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+        cached: str | None = self.__dict__.get(_BATCH_KEY)
+        if cached is None:
+            fields = {k: v for k, v in self.content().items() if k not in PER_IMAGE_FIELDS}
+            cached = self.__dict__[_BATCH_KEY] = _sha256(fields)
+        return cached
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        if update:  # other fields, other keys
+            copied.__dict__.pop(_KEY, None)
+            copied.__dict__.pop(_BATCH_KEY, None)
+        return copied
+
+    def for_units(self, units: Iterable[tuple[int, int]]) -> list[RenderSpec]:
+        """Copies of this spec for other (unit, sample) pairs: what planning a
+        layer makes of one validated spec (a whole network is tens of
+        thousands). Neither field takes part in any validator but its own
+        bounds (checked here), so the copies are not validated again; and
+        their keys are not computed from scratch (a model_dump and a sorted
+        JSON encoding each) but spliced: the canonical JSON is this spec's
+        with the unit's digits in place of a stand-in unit."""
+        batch_key = self.batch_key()  # unit and sample are per-image fields
+        around: dict[int, tuple[str, str] | None] = {}  # sample → the canonical JSON before and after the unit
+        out = []
+        for unit, sample in units:
+            if unit < 0 or not 0 <= sample < self.samples:
+                raise ValueError(f"unit {unit} sample {sample}: units are >= 0, samples 0-{self.samples - 1}")
+            if sample not in around:
+                around[sample] = self._around_unit(sample)
+            spec = self.model_copy(update={"unit": unit, "sample": sample})
+            if (parts := around[sample]) is not None:
+                spec.__dict__[_KEY] = hashlib.sha256(f"{parts[0]}{unit}{parts[1]}".encode()).hexdigest()
+            spec.__dict__[_BATCH_KEY] = batch_key
+            out.append(spec)
+        for spec in out[:1] + out[-1:]:  # the splice gives the key computed from scratch, or this stops
+            if spec.key() != _sha256(spec.content()):
+                raise AssertionError(f"spliced content key of unit {spec.unit} differs from the computed one")
+        return out
+
+    def _around_unit(self, sample: int) -> tuple[str, str] | None:
+        """This spec's canonical JSON (at `sample`) before and after its unit;
+        None (keys computed one by one) if the stand-in is not found exactly once."""
+        text = self.model_copy(update={"unit": _STAND_IN, "sample": sample}).canonical_json()
+        token = f'"unit":{_STAND_IN}'
+        if text.count(token) != 1:
+            return None
+        at = text.index(token)
+        return text[: at + len('"unit":')], text[at + len(token) :]
 
     def group_key(self) -> tuple[object, ...]:
         """The diversity group: the samples of one unit, rendered in one batch."""
@@ -213,3 +269,13 @@ PER_IMAGE_FIELDS = ("unit", "position", "seed", "sample", "init_image")
 
 def canonical_json(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _sha256(obj: object) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+# Where a spec keeps its keys (`RenderSpec.key`): not identifiers, so never a field's or attribute's name.
+_KEY, _BATCH_KEY = "content key", "batch key"
+#: A unit no layer has, whose digits appear nowhere else in a spec's JSON (`RenderSpec.for_units`).
+_STAND_IN = 8_675_309_246_813_579_001

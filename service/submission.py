@@ -6,13 +6,14 @@ The API calls them; tests call them without HTTP.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from service.architectures import Architectures
 from service.config import DEFAULT_TENANT, Settings
-from service.contract import JOB_ID, Publisher, make_batches
+from service.contract import JOB_ID, Publisher, RenderBatch, make_batches
 from service.errors import Conflict, NotFound, OverLimit, one_line
 from service.jobstore import JobStore
 from service.planning import JobPlan, batches, plan_job, request_recipe, units_with_keys
@@ -78,14 +79,15 @@ class Workflows:
         quota = TenantQuota(self.jobs, self.limits.max_jobs_in_flight)
         quota.reserve(tenant, plan.job_id)
         try:
-            self.jobs.create(plan, tenant=tenant)
-            self.publisher.publish(make_batches(plan.job_id, plan.batches, plan.labels(), request.recipe))
+            messages = make_batches(plan.job_id, plan.batches, plan.labels(), request.recipe)
+            self.jobs.create(plan, tenant=tenant, batch_layers=_batch_layers(plan, messages))
+            self.publisher.publish(messages)
         except Exception:
             self._abandon(quota, tenant, plan.job_id)
             raise
+        where = plan.units[0].spec.layer if len(plan.layers) == 1 else f"{len(plan.layers)} layers"
         log.info("job=%s tenant=%s submitted: %s %s, %d units, %d cached, %d batches", plan.job_id, tenant,
-                 request.model, plan.units[0].spec.layer, len(plan.units), len(plan.cached),
-                 len(plan.batches))  # fmt: skip
+                 request.model, where, len(plan.units), len(plan.cached), len(plan.batches))  # fmt: skip
         return plan
 
     def retry(self, job_id: str, tenant: str) -> int:
@@ -102,7 +104,12 @@ class Workflows:
         TenantQuota(self.jobs, self.limits.max_jobs_in_flight).reserve(tenant, job_id)
         self.jobs.reopen(job_id)
         groups = batches([u.spec for u in units], request.batch_size or self.limits.batch_size)
-        self.publisher.publish(make_batches(job_id, groups, {u.spec.key(): u.label for u in units}, request.recipe))
+        messages = make_batches(job_id, groups, {u.spec.key(): u.label for u in units}, request.recipe)
+        spans = self.jobs.layers(job_id)
+        if spans:
+            where = {x["path"]: i for i, x in enumerate(spans)}
+            self.jobs.add_batch_layers(job_id, {m.batch_id: where[m.items[0].spec.layer] for m in messages})
+        self.publisher.publish(messages)
         self.jobs.add_event(job_id, "retried", units=len(units), batches=len(groups))
         log.info("job=%s tenant=%s retried: %d failed units, %d batches", job_id, tenant, len(units), len(groups))
         return len(groups)
@@ -134,3 +141,12 @@ class Workflows:
                 self.jobs.cancel(job_id)
         except Exception as exc:
             log.warning("job=%s could not be cancelled after a failed submit: %s", job_id, one_line(repr(exc)))
+
+
+def _batch_layers(plan: JobPlan, messages: Sequence[RenderBatch]) -> dict[str, int] | None:
+    """Batch id → its layer's place in the job (a batch never mixes layers),
+    for a job with `layers`; None for a single-layer job, which needs none."""
+    if not plan.request.several_layers:
+        return None
+    where = plan.layer_index()
+    return {m.batch_id: where[m.items[0].spec.layer] for m in messages}

@@ -1,5 +1,5 @@
 """Debian's Chromium, headless, driven by Selenium through Debian's
-chromedriver (explicit paths: nothing is downloaded). `.ci/run` installs both."""
+chromedriver (explicit paths: nothing is downloaded). `make test` installs both."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def browser() -> Iterator[Any]:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
-    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "apt-get install chromium chromium-driver (.ci/run does)"
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), (
+        "apt-get install chromium chromium-driver (make test does: scripts/system-packages.sh)"
+    )
     opts = Options()
     opts.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",

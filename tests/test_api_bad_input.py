@@ -179,6 +179,49 @@ BAD = [
     Bad("duplicated-by-name", job(units=["paper towel", 700]), says=("more than once: [700]",)),
     Bad("duplicated-prior", job(prior=[{"name": "tv"}, {"name": "tv", "weight": 2}]), says=("prior", "once", "tv")),
     Bad("empty-units", job(units=[]), says=("at least one unit",)),
+    # Several layers in one job (`layers`): refused naming the layer at fault, limits on the sum.
+    Bad("layer-and-layers", job(layers=["conv4"]), says=("layers", "not both")),
+    Bad(
+        "layers-unknown-layer",
+        job(layer=..., layers=["conv4", "conv99"]),
+        says=("layers", "unknown layer 'conv99'", "valid layers", "conv13"),
+    ),
+    Bad(
+        "layers-one-layer-twice",
+        job(layer=..., layers=["conv4", "features.7"]),
+        says=("conv4 and features.7 are the same layer",),
+    ),
+    Bad("layers-listed-twice", job(layer=..., layers=["conv4", "conv4"]), says=("listed more than once: conv4",)),
+    Bad("layers-empty", job(layer=..., layers=[]), says=("layers", "at least 1 item")),
+    Bad("layers-a-word", job(layer=..., layers="some"), says=("layers", "'all'")),
+    Bad("layers-a-number", job(layer=..., layers=4), says=("layers",)),
+    Bad("layers-of-numbers", job(layer=..., layers=[4]), says=("layers", "valid string")),
+    Bad("layers-traversal", job(layer=..., layers=["conv1", "../../etc"]), says=("layers", "pattern")),
+    Bad(
+        "layers-unit-out-of-range-on-one",
+        job(layer=..., layers=["logits", "conv1"], units=[100]),
+        says=("unit 100 out of range for layer conv1", "valid units are 0-63"),
+    ),
+    Bad(
+        "layers-class-name-on-a-conv-layer",
+        job(layer=..., layers=["logits", "conv4"], units=["paper towel"]),
+        says=("layer conv4", "only for class logits"),
+    ),
+    Bad(
+        "layers-kind-on-logits",
+        job(layer=..., layers=["conv1", "logits"], units=[0], kind="channel"),
+        says=("does not apply to layer logits",),
+    ),
+    Bad(
+        "layers-over-the-summed-limit",
+        job(layer=..., layers=["conv1", "conv2"], units={"start": 0, "stop": 30}),
+        says=("60 units in one job over 2 layers", "the limit is 50"),
+    ),
+    Bad(
+        "layers-all-over-the-limit",
+        job(layer=..., layers="all", units="all"),
+        says=("units in one job over", "layers; the limit is 50"),
+    ),
     # The server's limits.
     Bad("too-many-units-listed", job(layer="conv4", units=list(range(51))), says=("51 units", "limit is 50")),
     Bad("too-many-units-all", job(units="all"), says=("1000 units", "limit is 50")),

@@ -21,16 +21,15 @@ from typing import Any
 import httpx
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-
-from api.app import create_app  # noqa: E402
-from devstack import LocalStack  # noqa: E402
-from service.config import Settings  # noqa: E402
-from tests.service_helpers import small_job  # noqa: E402
+from api.app import create_app
+from devstack import LocalStack
+from service.config import Settings
+from tests.service_helpers import small_job
 
 pytestmark = pytest.mark.integration
 

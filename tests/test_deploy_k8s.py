@@ -78,6 +78,18 @@ def test_workers_get_one_gpu_and_time_to_finish_a_batch() -> None:
     assert sources == {"dreamfarm-settings", "dreamfarm-secrets"}
 
 
+def test_worker_metrics_listen_where_prometheus_scrapes_them() -> None:
+    """The setting's default is loopback: the pod must ask for its own
+    address, on the port its scrape annotation names."""
+    template = by_kind("Deployment", "dreamfarm-worker")["spec"]["template"]
+    (worker,) = template["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in worker["env"]}
+    assert env["DREAMFARM_METRICS_HOST"] == "0.0.0.0"
+    port = template["metadata"]["annotations"]["prometheus.io/port"]
+    assert env["DREAMFARM_METRICS_PORT"] == port
+    assert {p["name"]: p["containerPort"] for p in worker["ports"]}["metrics"] == int(port)
+
+
 def test_redis_is_append_only_on_a_volume_and_secrets_hold_the_keys() -> None:
     redis = by_kind("StatefulSet", "redis")["spec"]
     args = " ".join(redis["template"]["spec"]["containers"][0]["args"])

@@ -100,6 +100,30 @@ def test_units_count_once_and_the_job_finishes_exactly_once(jobs: JobStore, tmp_
 
 
 @pytest.mark.integration
+def test_progress_never_goes_back_while_a_batch_files_its_units(jobs: JobStore, tmp_path: Path) -> None:
+    """A batch of 4 finishes its optimization (4 units in flight at 100%), then
+    its units are recorded one by one: the job's progress stays put or rises."""
+    plan = _plan(tmp_path, [1, 2, 3, 4])
+    jobs.create(plan)
+    batch_id = "b0batch"
+    jobs.set_progress(plan.job_id, batch_id, 4, 0.98)
+    seen = [jobs.summary(plan.job_id)["progress"]]
+    jobs.set_progress(plan.job_id, batch_id, 4, 1.0)
+    seen.append(jobs.summary(plan.job_id)["progress"])
+    for u in plan.units:
+        jobs.mark(plan.job_id, u.spec.key(), True, batch_id=batch_id)
+        seen.append(jobs.summary(plan.job_id)["progress"])
+    assert seen == sorted(seen) and seen[0] == pytest.approx(0.98) and seen[-1] == 1.0, seen
+    # …and a later chunk that restarts the batch's fraction does not pull it back either
+    plan2 = _plan(tmp_path, [5, 6, 7, 8])
+    jobs.create(plan2)
+    jobs.set_progress(plan2.job_id, batch_id, 2, 1.0)
+    before = jobs.summary(plan2.job_id)["progress"]
+    jobs.set_progress(plan2.job_id, batch_id, 2, 0.1)
+    assert jobs.summary(plan2.job_id)["progress"] >= before == pytest.approx(0.5)
+
+
+@pytest.mark.integration
 def test_failures_then_success_and_cached_units(jobs: JobStore, tmp_path: Path) -> None:
     plan = _plan(tmp_path, [1, 2, 3])
     jobs.create(plan)

@@ -88,6 +88,9 @@ def test_twelve_classes_end_to_end_then_cached_then_fetched(stack: LocalStack, h
     assert len(list(out.glob("renders/efficientnet_lite0/_fc/*/*.json"))) == 12
     assert (out / "atlas.png").stat().st_size > 1000
     assert json.loads((out / "atlas.json").read_text())["atlas_key"] == status["atlas_key"]
+    # …and the alias pointer, as in the bucket: logits/ says where its renders are
+    pointer = json.loads((out / "renders/efficientnet_lite0/logits/index.json").read_text())
+    assert pointer["layer"] == "_fc" and (out / pointer["renders"]).is_dir()
 
 
 def test_two_workers_drain_one_job_without_rendering_twice(stack: LocalStack, http: httpx.Client) -> None:

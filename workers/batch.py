@@ -52,7 +52,9 @@ class JobReporter:
         self._last_progress = 0.0
 
     def callbacks(self) -> Callbacks:
-        return Callbacks(progress=self.progress, unit=self.unit, split=self.split, batch_done=self.batch_done)
+        return Callbacks(progress=self.progress, unit=self.unit, split=self.split, batch_done=self.batch_done,
+                         probing=lambda: self.event("bf16_probe"),
+                         precision_note=lambda note: self.event("precision", note=note))  # fmt: skip
 
     def event(self, kind: str, **fields: str | int | float | None) -> None:
         try:

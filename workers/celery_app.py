@@ -20,6 +20,7 @@ from kombu.entity import Queue
 
 from service.config import Settings
 from service.contract import ATLAS_TASK, QUEUE, RENDER_TASK
+from workers import presence
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -59,6 +60,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 app = make_celery()
+# Heartbeats and prompt task events while a batch blocks the solo pool's loop.
+presence.install(app)
 
 
 @signals.worker_init.connect
@@ -70,4 +73,4 @@ def _worker_init(**_: Any) -> None:
     settings = Settings()
     logs.configure(settings.log_format)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.redis_url)
+        metrics.serve(settings.metrics_port, settings.redis_url, settings.metrics_host)

@@ -1,5 +1,6 @@
 """A worker's Prometheus metrics, served by the worker process itself on
-DREAMFARM_METRICS_PORT (`dreamfarm worker` gives each process its own port).
+DREAMFARM_METRICS_HOST:DREAMFARM_METRICS_PORT (loopback unless told otherwise;
+`dreamfarm worker` gives each process its own port).
 Celery's task events (for Flower) are turned on in `workers.celery_app`."""
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ def failure_reason(reason: str) -> str:
     return "load" if "weights" in reason else "other"
 
 
-def serve(port: int, redis_url: str) -> None:
+def serve(port: int, redis_url: str, host: str = "127.0.0.1") -> None:
+    """Serve on `host` only: prometheus_client binds every interface when not
+    given an address, which would publish a worker's metrics beyond what the
+    operator chose."""
     try:
         REGISTRY.register(QueueLength(redis.Redis.from_url(redis_url, socket_timeout=2)))
-        start_http_server(port, registry=REGISTRY)
+        start_http_server(port, addr=host, registry=REGISTRY)
     except (OSError, ValueError) as exc:
-        log.warning("metrics not served on port %d: %s", port, exc)
+        log.warning("metrics not served on %s:%d: %s", host, port, exc)
         return
-    log.info("metrics on :%d/metrics", port)
+    log.info("metrics on %s:%d/metrics", host, port)

@@ -24,6 +24,7 @@ from service import logs
 from service.contract import ATLAS_TASK, RENDER_TASK, RenderBatch
 from service.errors import StorageError, one_line
 from service.job_atlas import write_job_atlas
+from workers import presence
 from workers.batch import fail_batch, run_batch
 from workers.celery_app import app
 from workers.runtime import runtime
@@ -36,7 +37,7 @@ INFRASTRUCTURE = (redis.RedisError, OperationalError)
 def render_batch(self: Task, batch: RenderBatch) -> None:  # type: ignore[type-arg]
     ctx = f"job={batch.job_id} batch={batch.batch_id}"
     try:
-        with logs.bound(batch.job_id, batch.batch_id):
+        with logs.bound(batch.job_id, batch.batch_id), presence.busy(app):
             run_batch(runtime(), batch, self.request.id, self.request.hostname)
     except (Reject, Retry):
         raise

@@ -59,7 +59,13 @@ def router(settings: Settings) -> APIRouter:
         def page(links: LiveLinks) -> str:
             s.workflows.job(job_id, who)  # NotFound for another tenant's
             summary = s.jobs.summary(job_id)
-            atlas = links.file(layout.atlas_keys(summary["atlas_key"])[0]) if summary["atlas_key"] else None
+
+            def atlas_file(key: str | None) -> str | None:
+                return links.file(layout.atlas_keys(key)[0]) if key else None
+
+            atlas = atlas_file(summary["atlas_key"])
+            for layer in summary["layers"] or []:  # a job with several layers: an atlas each
+                layer["atlas_file"] = atlas_file(layer["atlas_key"])
             return s.gallery.job(summary, links, atlas)
 
         return _page(s, page)

@@ -34,8 +34,10 @@ def router(settings: Settings) -> APIRouter:
     def status(job_id: str, s: Services = Depends(services), tenant: str | None = Depends(reader)) -> JobStatus:
         s.workflows.job(job_id, tenant)
         summary = s.jobs.summary(job_id)
-        png, man = layout.atlas_keys(summary["atlas_key"]) if summary["atlas_key"] else (None, None)
-        return JobStatus(**summary, atlas_url=png and s.url(png), atlas_manifest_url=man and s.url(man))
+        for layer in summary["layers"] or []:
+            layer["atlas_url"], layer["atlas_manifest_url"] = _atlas_urls(s, layer["atlas_key"])
+        png_url, manifest_url = _atlas_urls(s, summary["atlas_key"])
+        return JobStatus(**summary, atlas_url=png_url, atlas_manifest_url=manifest_url)
 
     @r.get("/{job_id}/renders", response_model=RenderPage, responses=reads)
     def renders(
@@ -76,6 +78,14 @@ def router(settings: Settings) -> APIRouter:
         return AtlasQueued(id=job_id, status_url=f"/v1/jobs/{job_id}")
 
     return r
+
+
+def _atlas_urls(s: Services, atlas_key: str | None) -> tuple[str | None, str | None]:
+    """Presigned URLs of an atlas's PNG and manifest (None, None before it exists)."""
+    if not atlas_key:
+        return None, None
+    png, manifest = layout.atlas_keys(atlas_key)
+    return s.url(png), s.url(manifest)
 
 
 def _with_urls(s: Services, unit: dict[str, Any]) -> dict[str, Any]:

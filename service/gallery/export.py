@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
+from service import layout
 from service.architectures import Architectures
 from service.errors import NotFound, StorageError
 from service.gallery.index import Entry, Index, MemoryIndex
@@ -22,7 +23,7 @@ Progress = Callable[[str], None]
 def entries(store: Store, prefix: str = "renders/") -> Iterator[Entry]:
     """Every render's index entry, from its sidecar (unreadable ones skipped)."""
     for key in store.list(prefix):
-        if not key.endswith(".json"):
+        if not key.endswith(".json") or layout.is_alias_index(key):
             continue
         try:
             yield Entry.from_sidecar(json.loads(store.get(key)))

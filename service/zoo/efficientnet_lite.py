@@ -17,6 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# name: (width multiplier, depth multiplier, native resolution); data kept torch-free for the registry.
+from service.zoo.catalog import LITE_VARIANTS
+
 BN_EPS = 1e-3
 
 # (expand ratio, kernel, stride, in channels, out channels, repeats) of B0.
@@ -29,13 +32,6 @@ _B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (6, 5, 2, 112, 192, 4),
     (6, 3, 1, 192, 320, 1),
 )
-
-# name: (width multiplier, depth multiplier, native resolution)
-LITE_VARIANTS: dict[str, tuple[float, float, int]] = {
-    "efficientnet_lite0": (1.0, 1.0, 224),
-    "efficientnet_lite1": (1.0, 1.1, 240),
-    "efficientnet_lite2": (1.1, 1.2, 260),
-}
 
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:

