@@ -77,3 +77,19 @@ def small_job(units: list[Any], **kw: Any) -> dict[str, Any]:
                             "size": 64, "precision": "float32"}  # fmt: skip
     body.update(kw)
     return body
+
+
+def s3_client(stack: LocalStack) -> Any:
+    """boto3 on the stack's bucket, with the stack's own keys."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=stack.s3.endpoint_url, aws_access_key_id=stack.s3.access_key,
+                        aws_secret_access_key=stack.s3.secret_key, region_name="us-east-1")  # fmt: skip
+
+
+def bucket_keys(stack: LocalStack, prefix: str = "") -> list[str]:
+    """Every key in the stack's bucket under `prefix`, as a person listing it sees them."""
+    keys: list[str] = []
+    for page in s3_client(stack).get_paginator("list_objects_v2").paginate(Bucket="dreamfarm", Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys

@@ -34,7 +34,7 @@ from service import layout
 from service.contract import RENDER_TASK
 from service.gallery.export import entries
 from service.storage import LocalStore
-from tests.service_helpers import client, small_job, wait_for
+from tests.service_helpers import bucket_keys, client, s3_client, small_job, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 # Each step of a batch sleeps this long, so that a batch lasts long enough
@@ -48,18 +48,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     env = {"DREAMFARM_CACHE": str(root / "cache"), "DREAMFARM_FAULT_STEP_SLEEP": str(STEP_SLEEP_S)}
     with LocalStack(root, workers=1, extra_env=env) as s:
         yield s
-
-
-def _s3(stack: LocalStack) -> Any:
-    return boto3.client("s3", endpoint_url=stack.s3.endpoint_url, aws_access_key_id=stack.s3.access_key,
-                        aws_secret_access_key=stack.s3.secret_key, region_name="us-east-1")  # fmt: skip
-
-
-def _keys(stack: LocalStack, prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for page in _s3(stack).get_paginator("list_objects_v2").paginate(Bucket="dreamfarm", Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
 
 
 def _bound_sockets(pids: list[int]) -> list[tuple[str, str, int]]:
@@ -202,7 +190,7 @@ def test_a_job_is_browsable_by_its_id_and_by_the_layer_alias_it_asked_for(stack:
         job = http.post("/v1/jobs", json=small_job([3, 4], layer="logits", steps=2)).json()
         status = wait_for(http, job["id"])
         items = http.get(f"/v1/jobs/{job['id']}/renders").json()["items"]
-    s3 = _s3(stack)
+    s3 = s3_client(stack)
 
     def body(key: str) -> bytes:
         return bytes(s3.get_object(Bucket="dreamfarm", Key=key)["Body"].read())
@@ -220,7 +208,7 @@ def test_a_job_is_browsable_by_its_id_and_by_the_layer_alias_it_asked_for(stack:
     assert pointer["layer"] == "_fc" and pointer["renders"] == "renders/efficientnet_lite0/_fc/"
     assert "logits" in pointer["aliases"]
     # … under which the renders are, at their unchanged content-addressed keys.
-    under = set(_keys(stack, pointer["renders"]))
+    under = set(bucket_keys(stack, pointer["renders"]))
     for item in items:
         assert item["png"] == f"renders/efficientnet_lite0/_fc/{item['unit']}/{item['key']}.png"
         assert item["png"] in under and item["sidecar"] in under

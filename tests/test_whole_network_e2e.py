@@ -16,12 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from devstack import LocalStack
-from tests.service_helpers import client, events, queue_length, renders_made, wait_for
+from tests.service_helpers import bucket_keys, client, events, queue_length, renders_made, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,13 +41,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 def http(stack: LocalStack) -> Iterator[httpx.Client]:
     with client(stack) as c:
         yield c
-
-
-def _bucket(stack: LocalStack) -> set[str]:
-    s3 = boto3.client("s3", endpoint_url=stack.s3.endpoint_url, aws_access_key_id=stack.s3.access_key,
-                      aws_secret_access_key=stack.s3.secret_key, region_name="us-east-1")  # fmt: skip
-    return {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="dreamfarm")
-            for o in page.get("Contents", [])}  # fmt: skip
 
 
 def _cli(stack: LocalStack, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +77,7 @@ def test_two_layers_render_once_each_with_an_atlas_per_layer(stack: LocalStack, 
     assert len(per_batch) == 4 and all(len(v) == 1 for v in per_batch.values()), per_batch
 
     # One atlas per layer: content-addressed, and under the job's name; no job-wide atlas.
-    keys = _bucket(stack)
+    keys = set(bucket_keys(stack))
     for x in layers:
         assert {f"atlases/{x['atlas_key']}.png", f"atlases/{x['atlas_key']}.json"} <= keys
         assert {f"jobs/{job['id']}/atlases/{x['layer']}.png", f"jobs/{job['id']}/atlases/{x['layer']}.json"} <= keys
@@ -126,6 +118,6 @@ def test_a_single_layer_job_answers_as_before(stack: LocalStack, http: httpx.Cli
     job = http.post("/v1/jobs", json=body).json()
     status = wait_for(http, job["id"])
     assert status["state"] == "done" and status["layers"] is None and "layers" not in status["request"]
-    keys = _bucket(stack)
+    keys = set(bucket_keys(stack))
     assert {f"jobs/{job['id']}/atlas.png", f"jobs/{job['id']}/atlas.json"} <= keys
     assert not any(k.startswith(f"jobs/{job['id']}/atlases/") for k in keys)
