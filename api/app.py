@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Services, reader_for
 from api.middleware import BodyLimit
-from api.routers import gallery, health, images, jobs, models, recipes
+from api.routers import gallery, health, images, jobs, models, recipes, registered, tunes
 from api.schemas import ErrorBody
 from service import logs
 from service.config import Settings
@@ -32,12 +32,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="dreamfarm", version="0.2.0", responses={422: {"model": ErrorBody}, 500: {"model": ErrorBody}},
                   description="Distributed batch rendering of feature visualizations. See docs/api.md.")  # fmt: skip
     app.state.services = svc
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, per_path={"/v1/images": settings.max_image_bytes})
+    # A registration lists its class names: tens of thousands of them are more than a job body's limit.
+    per_path = {"/v1/images": settings.max_image_bytes, "/v1/models": max(settings.max_body_bytes, 4 << 20)}
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, per_path=per_path,
+                       streamed={registered.WEIGHTS_PATH: settings.max_weights_bytes})  # fmt: skip
     errors.install(app, svc.registry)
     app.include_router(health.router)
     app.include_router(models.router(settings))
+    app.include_router(registered.router(settings))
     app.include_router(jobs.router(settings))
     app.include_router(recipes.router(settings))
+    app.include_router(tunes.router(settings))
     app.include_router(images.router)
     app.include_router(gallery.router(settings))
     svc.metrics.install(app, reader_for(settings))

@@ -13,12 +13,23 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import Conflict, DreamfarmError, NotFound, QuotaExceeded, StorageError, one_line
+from service.errors import (
+    BadChecksum,
+    Conflict,
+    DreamfarmError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    StorageError,
+    one_line,
+)
 from service.zoo import Registry
 from service.zoo.registry import TIMM_PREFIX
 
 log = logging.getLogger("dreamfarm.api")
-STATUS: dict[type[DreamfarmError], int] = {NotFound: 404, Conflict: 409, QuotaExceeded: 429, StorageError: 503}
+STATUS: dict[type[DreamfarmError], int] = {NotFound: 404, Conflict: 409, QuotaExceeded: 429, StorageError: 503,
+                                           Forbidden: 403, PayloadTooLarge: 413, BadChecksum: 400}  # fmt: skip
 
 
 def error_response(status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:

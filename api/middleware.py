@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,19 +14,33 @@ class BodyLimit:
     """Refuse a request body over `limit` bytes (`per_path`: other limits for
     some paths) with 413, whether the client says its length (Content-Length)
     or streams it (chunked), reading at most the limit plus one chunk. The body
-    read is handed on to the app as one message."""
+    read is handed on to the app as one message.
 
-    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None) -> None:
+    `streamed`: paths (regular expressions, matched whole) whose route reads
+    the body itself as it arrives (a weights upload, gigabytes): only a
+    declared Content-Length over their limit is refused here, and the route
+    enforces the limit on what it reads."""
+
+    def __init__(
+        self, app: ASGIApp, limit: int, per_path: dict[str, int] | None = None,
+        streamed: dict[str, int] | None = None,
+    ) -> None:  # fmt: skip
         self.app = app
         self.default = limit
         self.per_path = per_path or {}
+        self.streamed = [(re.compile(p), n) for p, n in (streamed or {}).items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         # One instance serves every request: the limit is this request's.
-        limit = self.per_path.get(scope.get("path", ""), self.default)
+        path = scope.get("path", "")
+        for pattern, most in self.streamed:
+            if pattern.fullmatch(path):
+                await _Declared(self.app, most)(scope, receive, send)
+                return
+        limit = self.per_path.get(path, self.default)
         await _Limited(self.app, limit)(scope, receive, send)
 
 
@@ -75,3 +91,18 @@ class _Limited:
     def _too_large(self, size: str) -> ASGIApp:
         return error_response(413, f"request body too large: {size} bytes, the limit is {self.limit} bytes",
                               headers={"Connection": "close"})  # fmt: skip
+
+
+class _Declared(_Limited):
+    """A streamed route's limit on the length the client declares; the body
+    is passed on as it comes (the route counts what it reads)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and not length.strip().isdigit():
+            await error_response(400, "malformed Content-Length header")(scope, receive, send)
+            return
+        if length is not None and int(length) > self.limit:
+            await self._too_large(str(int(length)))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

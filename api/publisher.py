@@ -10,7 +10,7 @@ from celery import Celery
 from kombu.entity import Queue
 
 from service.config import Settings
-from service.contract import ATLAS_TASK, QUEUE, RENDER_TASK, RenderBatch
+from service.contract import ATLAS_TASK, QUEUE, RENDER_TASK, TUNE_TASK, RenderBatch, TuneTask
 
 
 class CeleryPublisher:
@@ -40,3 +40,6 @@ class CeleryPublisher:
 
     def publish_atlas(self, job_id: str) -> None:
         self.app.send_task(ATLAS_TASK, kwargs={"job_id": job_id}, queue=QUEUE)
+
+    def publish_tune(self, task: TuneTask) -> None:
+        self.app.send_task(TUNE_TASK, kwargs={"task": task.model_dump(mode="json")}, queue=QUEUE)

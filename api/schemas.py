@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.zoo import ModelEntry
+from service.zoo.registered import ModelManifest
 
 
 class FieldError(BaseModel):
@@ -36,15 +37,62 @@ class Cancelled(BaseModel):
 
 
 class ModelSummary(BaseModel):
+    """`source`: where the architecture comes from (torchvision, timm,
+    dreamfarm for EfficientNet-Lite) or "registered" (a user's own network,
+    whose `state` is "awaiting_weights" until its weights are uploaded)."""
+
     name: str
     family: str
     description: str
     input_size: int
     bundled: bool
+    source: str = "dreamfarm"
+    state: str = "ready"
+    public: bool | None = None
+    weights_sha256: str | None = None
 
     @classmethod
-    def of(cls, e: ModelEntry) -> ModelSummary:
-        return cls(name=e.name, family=e.family, description=e.description, input_size=e.input_size, bundled=e.bundled)
+    def of(cls, e: ModelEntry, manifest: ModelManifest | None = None) -> ModelSummary:
+        mine = {} if manifest is None else {"state": manifest.state, "public": manifest.public,
+                                            "weights_sha256": manifest.weights_sha256}  # fmt: skip
+        return cls(name=e.name, family=e.family, description=e.description, input_size=e.input_size, bundled=e.bundled,
+                   source=e.source, **mine)  # fmt: skip
+
+
+class RegisteredModel(BaseModel):
+    """A registered network: its manifest (`service.zoo.registered.ModelManifest`),
+    and whether it has weights yet (`state`: "awaiting_weights" or "ready")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arch: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size: int
+    description: str
+    public: bool
+    tenant: str
+    weights_sha256: str | None
+    weights_bytes: int | None
+    weights_format: str | None
+    created_at: str
+    updated_at: str | None
+    state: Literal["ready", "awaiting_weights"]
+
+    @classmethod
+    def of(cls, m: ModelManifest) -> RegisteredModel:
+        return cls(**m.model_dump(), state=m.state)
+
+
+class WeightsFromBucket(BaseModel):
+    """`PUT /v1/models/{name}/weights` with an object already in the bucket instead of a body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9._/-]+$")
 
 
 class LayerOut(BaseModel):

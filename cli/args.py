@@ -28,7 +28,7 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--units", nargs="+", metavar="SEL", help="'all', a range like 0-15, or several units")
     p.add_argument("--kind", choices=("logit", "channel", "neuron"), help="unit kind (default: the layer's)")
     p.add_argument("--position", metavar="ROW,COL", help="neuron position in the activation map (default: centre)")
-    p.add_argument("--recipe", choices=recipes.names(), default="lecture",
+    p.add_argument("--recipe", choices=recipes.names(), default=recipes.DEFAULT_RECIPE,
                    help="a named recipe (see `dreamfarm recipes`); the flags below override its fields")  # fmt: skip
     p.add_argument("--prior", action="append", metavar="NAME[:W]",
                    help="prior term: edge_energy, tv, l2 or none, with an optional weight; repeatable "
@@ -42,6 +42,8 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 where the device is fast at it and the quality guard passes")  # fmt: skip
     p.add_argument("--param", choices=PARAM_NAMES, default=None, help="parameterization (overrides the recipe's)")
     p.add_argument("--decay", type=float, default=None, help="fourier/maco: spectrum falls off as 1/f^decay")
+    p.add_argument("--resize", metavar="LOW,HIGH", default=None,
+                   help="the network sees the image resized by a factor in [LOW, HIGH], one per step")  # fmt: skip
     p.add_argument("--transform", action="append", metavar="NAME:AMOUNT",
                    help="pad:12, jitter:8, scale:0.1, rotate:5 (in order; repeatable; replaces the recipe's); "
                         "'none' for no transforms")  # fmt: skip
@@ -75,8 +77,16 @@ def request_from_args(args: argparse.Namespace, init_image: str | None = None) -
         fields["prior"] = parse_prior(args.prior)
     if args.param or args.decay is not None:
         base = recipes.recipe(args.recipe).param
-        fields["param"] = {"name": args.param or base.name, "decay": base.decay if args.decay is None else args.decay,
-                           "decorrelate": base.decorrelate}  # fmt: skip
+        param: dict[str, object] = {"name": args.param or base.name, "decorrelate": base.decorrelate,
+                                    "decay": base.decay if args.decay is None else args.decay}  # fmt: skip
+        if param["name"] == base.name:  # the recipe's own parameterization keeps its flat low frequencies
+            param["flat_below"] = base.flat_below
+        fields["param"] = param
+    if args.resize:
+        try:
+            fields["resize"] = [float(v) for v in args.resize.split(",")]
+        except ValueError:
+            raise SystemExit(f"--resize takes LOW,HIGH (two numbers), got {args.resize!r}") from None
     if args.transform:
         fields["transforms"] = parse_transforms(args.transform)
     try:

@@ -23,7 +23,8 @@ from service.validation import describe
 # at module level (no torch, torchvision, httpx, boto3, the gallery …) and
 # leave that to the command functions; tests/test_cli_imports.py checks it.
 COMMAND_MODULES = (
-    "render_cmd", "models_cmd", "recipes_cmd", "server_cmds", "stack_cmds", "client_cmds", "gallery_cmd", "env_cmd",
+    "render_cmd", "models_cmd", "recipes_cmd", "tune_cmd", "server_cmds", "stack_cmds", "client_cmds", "gallery_cmd",
+    "env_cmd",
 )  # fmt: skip
 
 
@@ -35,8 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line parsed. `models add|remove …` has a parser of its own
+    (cli/models_add.py): `models` takes a model's name where they take a verb."""
+    from cli import models_add
+
+    given = list(sys.argv[1:] if argv is None else argv)
+    return models_add.parse(given) if models_add.is_verb(given) else build_parser().parse_args(given)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DreamfarmError as exc:

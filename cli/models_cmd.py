@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cli.client import add_client_args
 from service.zoo import Registry
 from service.zoo.registry import TIMM_PREFIX
 
@@ -19,17 +20,33 @@ EXAMPLES = 3
 
 
 def register(sub: Any) -> None:
-    m = sub.add_parser("models", help="list the zoo by family, or one model's layers")
+    m = sub.add_parser(
+        "models", help="list the zoo by family, or one model's layers; `models add` registers your own network",
+        epilog="dreamfarm models add NAME --arch torchvision:<name>|timm:<name> --weights FILE [--classes FILE] "
+               "[--local] registers your own network (`dreamfarm models add --help`); "
+               "dreamfarm models remove NAME [--local] removes it",
+    )  # fmt: skip
     m.add_argument("name", nargs="?", help="a model: list its layers (e.g. vgg16, swin_t, timm/convnext_tiny)")
     m.add_argument("--family", metavar="NAME", help="list one family's models (timm: timm's families)")
     m.add_argument("--search", metavar="TEXT", help="list the models whose name contains TEXT (any case)")
     m.add_argument("--classes", action="store_true", help="list class names of the logits layer")
     m.add_argument("--all", action="store_true", help="list every module, not only the aliased ones")
+    m.add_argument("--local", action="store_true",
+                   help="list the networks `dreamfarm models add --local` registered here")  # fmt: skip
+    m.add_argument("--registered", action="store_true",
+                   help="list the service's registered networks (the `up` stack, or --api/--token)")  # fmt: skip
+    add_client_args(m)
     m.set_defaults(func=models)
 
 
 def models(args: argparse.Namespace) -> int:
-    registry = Registry()
+    from cli.models_add import local_registry
+
+    if args.registered or args.api:
+        return _service_registered(args)
+    if args.local:
+        return _local_registered()
+    registry = local_registry(Registry())  # the zoo, and the networks registered here (family "registered")
     if args.name:
         return _layers(registry, args)
     if args.search is not None:
@@ -107,3 +124,33 @@ def _layers(registry: Registry, args: argparse.Namespace) -> int:
     if not args.all:
         print(f"({len(arch.layers)} layers in all; --all lists every module path)")
     return 0
+
+
+def _local_registered() -> int:
+    """The local registry's networks (`dreamfarm models add --local`)."""
+    from cli.models_add import local_dir, local_manifests
+
+    manifests = local_manifests()
+    print(f"{len(manifests)} registered in {local_dir()}" + (":" if manifests else ""))
+    for m in manifests.values():
+        what = f"{m.arch}, {len(m.classes)} classes" + (f": {m.description}" if m.description else "")
+        _registered_line(m.name, m.size, m.weights_sha256, what)
+    return 0
+
+
+def _service_registered(args: argparse.Namespace) -> int:
+    """The registered networks the service shows this token: built-ins left out."""
+    from cli.client import Client
+
+    client = Client.from_args(args)
+    shown = [m for m in client.call("GET", "/v1/models") if m.get("source") == "registered"]
+    print(f"{len(shown)} registered on {client.http.base_url}" + (":" if shown else ""))
+    for m in shown:
+        public = " (public)" if m.get("public") else ""
+        _registered_line(m["name"], m["input_size"], m.get("weights_sha256"), f"{m['description']}{public}")
+    return 0
+
+
+def _registered_line(name: str, size: int, sha: str | None, description: str) -> None:
+    weights = f"weights {sha[:12]}…" if sha else "awaiting weights"
+    print(f"{name:24s} {size:4d}px  {weights:22s} {description}")

@@ -47,16 +47,21 @@ def register(sub: Any) -> None:
 
 
 def render(args: argparse.Namespace) -> int:
+    from cli.models_add import local_registry
+    from service import tuned_recipes
     from service.architectures import Architectures
     from service.batch_render import Callbacks, RenderPlan, render_into_store
     from service.contract import RenderItem
     from service.devices import default_device, device_name
-    from service.planning import plan_layers
+    from service.planning import first_kind, plan_layers
 
     out = LocalStore(args.out)
     request = request_from_args(args, init_image=local_image(out, args.init_image))
-    archs = Architectures()
+    archs = Architectures(local_registry())  # the zoo and `dreamfarm models add --local`'s networks
     arch = archs.get(request.model, request.size)
+    request = tuned_recipes.resolve(request, first_kind(request, arch), LocalStore(_cache_dir()),
+                                    f"`dreamfarm tune --model {request.model}` makes one",
+                                    weights_sha256=tuned_recipes.registered_weights(arch.entry))  # fmt: skip
     planned, layers = plan_layers(request, arch)
     say = _say(args.quiet)
     if request.several_layers:
@@ -101,13 +106,15 @@ def render(args: argparse.Namespace) -> int:
 
 def _renderers(args: argparse.Namespace, registry: Registry, device: torch.device) -> Callable[[RenderSpec], Renderer]:
     """One renderer per model for this run, made when the first unit needs it."""
+    from cli.models_add import with_local_weights
     from service.config import Settings
     from service.renderer import Renderer, load_judges
     from service.weights_remote import weights_config
     from service.zoo.network import default_torch_home
 
     made: dict[tuple[str, bool], Renderer] = {}
-    weights = weights_config(Settings(), path=args.weights, torch_home=default_torch_home())
+    # A network of the local registry finds its weights there (by their sha256 name).
+    weights = with_local_weights(weights_config(Settings(), path=args.weights, torch_home=default_torch_home()))
 
     def renderer_for(spec: RenderSpec) -> Renderer:
         key = (spec.model, spec.random_weights)

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Uploaded images (POST /v1/images) that renders start from.
     max_image_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Registered networks' weights (PUT /v1/models/{name}/weights), streamed to a temporary file.
+    max_weights_bytes: int = Field(2 * 1024**3, ge=1024)
     # Jobs one tenant may have queued or running at once (429 beyond).
     max_jobs_in_flight: int = Field(100, ge=1)
 

@@ -16,10 +16,12 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.spec import RenderSpec
+from service.tune_run import TuneRequest
 
 QUEUE = "render"
 RENDER_TASK = "dreamfarm.render_batch"
 ATLAS_TASK = "dreamfarm.build_atlas"
+TUNE_TASK = "dreamfarm.tune_recipe"
 
 JOB_ID_PATTERN = r"^[a-z0-9]{8,40}$"
 JOB_ID = re.compile(JOB_ID_PATTERN)
@@ -70,9 +72,21 @@ def make_batches(
     ]  # fmt: skip
 
 
+class TuneTask(BaseModel):
+    """A recipe search for one worker (service.tune_run)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str = Field(pattern=r"^[0-9a-f]{8,64}$")
+    tenant: str
+    request: TuneRequest
+
+
 class Publisher(Protocol):
     """Puts work on the queue (the API's side of the contract)."""
 
     def publish(self, batches: Sequence[RenderBatch]) -> None: ...
 
     def publish_atlas(self, job_id: str) -> None: ...
+
+    def publish_tune(self, task: TuneTask) -> None: ...

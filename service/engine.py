@@ -97,7 +97,7 @@ class _Setup:
 
     specs: Sequence[RenderSpec]
     param: Parameterized
-    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # image → activations, through the transforms
+    forward: Callable[[torch.Tensor, int], dict[str, torch.Tensor]]  # (image, step) → activations, transformed
     measure: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # image → activations, as it is
     classify: Callable[[torch.Tensor], torch.Tensor]  # pixels → logits (early stopping)
     objective: Objective
@@ -177,7 +177,8 @@ def _setup(
         raise ValueError(f"param {spec0.param.name!r} makes pixels: the model's preprocessing is needed")
     to_input = preprocessing.to_input if param.space == "pixels" and preprocessing else (lambda t: t)
     seeds = [s.noise_seed() ^ TRANSFORM_SEED_SALT for s in specs]
-    transforms = RandomTransforms(spec0.transforms, seeds, spec0.size, fill=0.5 if param.space == "pixels" else 0.0)
+    fill = 0.5 if param.space == "pixels" else 0.0
+    transforms = RandomTransforms(spec0.transforms, seeds, spec0.size, fill=fill, resize=spec0.resize)
     objective = Objective(specs, dev)
     probe = LayerProbe(net, objective.layers)
 
@@ -185,8 +186,8 @@ def _setup(
         t = to_input(t)
         return t.contiguous(memory_format=torch.channels_last) if channels_last and param.space == "pixels" else t
 
-    def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return probe.all(network_input(transforms(image)))
+    def forward(image: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        return probe.all(network_input(transforms(image, step)))
 
     checked: CheckedCompiled | None = None
     if compile and objective.layers == [list(dict(net.named_modules()))[-1]]:
@@ -198,8 +199,8 @@ def _setup(
         checked = CheckedCompiled(net, lambda: torch.compile(net, mode=mode, dynamic=False))
         whole = checked
 
-        def forward(image: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {target: whole(network_input(transforms(image)))}
+        def forward(image: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+            return {target: whole(network_input(transforms(image, step)))}
 
     def measure(image: torch.Tensor) -> dict[str, torch.Tensor]:
         return probe.all(network_input(image))
@@ -223,7 +224,7 @@ def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple
         optimizer.zero_grad(set_to_none=True)
         image = s.param.image()
         with _autocast(device, s.precision):
-            acts = s.forward(image)
+            acts = s.forward(image, step)
         parts = s.objective(image, acts)
         # Each image's loss depends on its own pixels only (diversity: its
         # group's), so the gradient of the sum is each image's own gradient.

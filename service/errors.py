@@ -72,3 +72,33 @@ class Conflict(DreamfarmError):
 
 class OverLimit(DreamfarmError):
     """A request over one of this server's limits (HTTP 422, naming the field)."""
+
+
+class BadRegistration(DreamfarmError):
+    """A registered network that cannot be built as asked (HTTP 422, naming the field)."""
+
+    field = "arch"
+
+
+class BadWeights(DreamfarmError):
+    """An uploaded weights file that is no tensor archive, or does not fit its network (HTTP 422)."""
+
+    field = "weights"
+
+
+class NameTaken(Conflict):
+    """A name a built-in or another registered network has (HTTP 409)."""
+
+    field = "name"
+
+
+class Forbidden(DreamfarmError):
+    """Another tenant's public object: visible, not changeable (HTTP 403)."""
+
+
+class PayloadTooLarge(DreamfarmError):
+    """An upload over this server's limit (HTTP 413)."""
+
+
+class BadChecksum(DreamfarmError):
+    """An upload whose bytes are not the ones the client announced: truncated or corrupted (HTTP 400)."""

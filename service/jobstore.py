@@ -377,6 +377,20 @@ class JobStore:
         if job_ids:
             self.r.zrem(self._inflight(tenant), *job_ids)
 
+    def in_flight_with_model(self, model: str) -> list[str]:
+        """The jobs of `model` that are queued or running, whichever tenant's:
+        what a registered network may not be deleted under."""
+        found = []
+        for key in self.r.scan_iter(match=self._inflight("*"), count=500):
+            members: list[str] = self.r.zrange(key, 0, -1)  # type: ignore[assignment]
+            pipe = self.r.pipeline(transaction=False)
+            for member in members:
+                pipe.hmget(f"{PREFIX}:job:{member}", "state", "model")
+            for member, (state, name) in zip(members, pipe.execute()):
+                if name == model and state in ("queued", "running"):
+                    found.append(member)
+        return found
+
     def recent_jobs(self, limit: int = 100) -> list[str]:
         """The newest job ids first."""
         return list(self.r.zrevrange(f"{PREFIX}:jobs", 0, limit - 1))  # type: ignore[arg-type]

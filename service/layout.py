@@ -22,7 +22,15 @@ jobs/<job-id>/atlases/<layer>.png + .json  a job with `layers`: each layer's atl
                                            such a job has no jobs/<job-id>/atlas.*
 cache/precision/<id>.json                  bf16 verdicts (service.precision_policy)
 cache/autotune/<id>.json                   tuned batch sizes (service.autotune)
+tuned/<tenant>/<model>/<kind>.json         the recipe a tenant's `dreamfarm tune` found for a model's
+                                           logit, channel or neuron units (service.tuned_recipes)
 images/<sha256>                            uploaded images that renders start from
+models/<name>/manifest.json                a registered network (service.zoo.registered):
+                                           architecture, classes, preprocessing, owner and
+                                           weights' sha256; written last: a registered
+                                           network exists iff this does
+weights/<sha256>                           a registered network's checkpoint, as uploaded
+                                           (content-addressed: names may share one)
 site/                                      (by default) a gallery exported into the bucket
                                            (`dreamfarm gallery export --to-bucket`)
 """
@@ -96,7 +104,9 @@ def alias_index(model: str, layer: str, alias: str, aliases: Sequence[str]) -> b
 def is_alias_index(key: str) -> bool:
     """Whether a key under renders/ is an alias pointer rather than a render's file."""
     parts = key.split("/")
-    return len(parts) == 4 and parts[0] == "renders" and parts[3] == ALIAS_INDEX
+    # timm's models are named timm/<architecture>: one segment more.
+    segments = 5 if len(parts) > 1 and parts[1] == "timm" else 4
+    return len(parts) == segments and parts[0] == "renders" and parts[-1] == ALIAS_INDEX
 
 
 def precision_verdict_key(verdict_id: str) -> str:
@@ -109,3 +119,19 @@ def image_key(content_key: str) -> str:
 
 def autotune_key(tune_id: str) -> str:
     return check_key(f"cache/autotune/{tune_id}.json")
+
+
+def tuned_recipe_key(tenant: str, model: str, kind: str) -> str:
+    return check_key(f"tuned/{tenant}/{model}/{kind}.json")
+
+
+MODELS_PREFIX = "models/"
+MANIFEST = "manifest.json"
+
+
+def model_manifest_key(name: str) -> str:
+    return check_key(f"{MODELS_PREFIX}{name}/{MANIFEST}")
+
+
+def weights_key(sha256: str) -> str:
+    return check_key(f"weights/{sha256}")

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from service import spectrum
 from service.spec import RenderSpec
 
 # The square root of ImageNet's colour correlation matrix (from Lucid): a
@@ -31,8 +32,12 @@ COLOR = COLOR_CORRELATION_SQRT / COLOR_CORRELATION_SQRT.norm(dim=0).max()
 FOURIER_DAMPING = 4.0
 # MaCo's image is normalized to unit variance: this spreads it over the
 # sigmoid's range (1 gives washed-out greys; 2 is chosen by the transfer to
-# other networks, bench/quality.py).
+# other networks, bench/quality.py). With the power-law magnitude.
 MACO_CONTRAST = 2.0
+# The same with ImageNet's magnitude (the "maco" recipe's): 3 gives the most
+# saturated pictures and the best transfer of 2 and 3 on tuning classes
+# (seed 4242, docs/recipes.md).
+MACO_IMAGENET_CONTRAST = 3.0
 
 
 @dataclass
@@ -55,9 +60,10 @@ def frequencies(size: int) -> torch.Tensor:
     return torch.sqrt(fx**2 + fy**2)
 
 
-def power_law(size: int, decay: float) -> torch.Tensor:
-    """1/f^decay, with the zero frequency treated as the lowest nonzero one."""
-    return 1.0 / frequencies(size).clamp_min(1.0 / size) ** decay
+def power_law(size: int, decay: float, flat_below: float = 1.0) -> torch.Tensor:
+    """1/f^decay, flat below `flat_below` cycles per image (1: the zero
+    frequency treated as the lowest nonzero one)."""
+    return 1.0 / frequencies(size).clamp_min(flat_below / size) ** decay
 
 
 def to_rgb(t: torch.Tensor, decorrelate: bool) -> torch.Tensor:
@@ -94,7 +100,8 @@ def fourier(specs: Sequence[RenderSpec], dtype: torch.dtype, device: torch.devic
     coeffs = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) * s.init_scale
                           for s, g in zip(specs, generators(specs))])  # fmt: skip
     spectrum = coeffs.to(device=device, dtype=dtype).requires_grad_(True)
-    scale = power_law(size, spec0.param.decay).to(device=device, dtype=dtype)[None, None, :, :, None]
+    scale = power_law(size, spec0.param.decay, spec0.param.flat_below)
+    scale = scale.to(device=device, dtype=dtype)[None, None, :, :, None]
 
     def image() -> torch.Tensor:
         t = torch.fft.irfftn(torch.view_as_complex((scale * spectrum).contiguous()), s=(size, size), norm="ortho")
@@ -104,23 +111,30 @@ def fourier(specs: Sequence[RenderSpec], dtype: torch.dtype, device: torch.devic
 
 
 def maco(specs: Sequence[RenderSpec], dtype: torch.dtype, device: torch.device) -> Parameterized:
-    """MaCo's: only the phase is optimized; the magnitude is fixed to the
-    power law 1/f^decay (natural images' average spectrum falls off about as
-    1/f; no image set is needed). Each image is normalized to zero mean and
-    unit variance before the colour map, so the magnitude's scale is moot."""
+    """MaCo's: only the phase is optimized; the magnitude is fixed, to
+    ImageNet's average spectrum (`magnitude` "imagenet", MaCo's own, per
+    decorrelated channel, resampled to the size: `service.spectrum`) or to the
+    power law 1/f^decay for all three channels ("power_law"). Each image is
+    normalized to zero mean and unit variance (over its three channels, as in
+    MaCo) before the colour map, so the magnitude's overall scale is moot."""
     spec0 = specs[0]
     size = spec0.size
     shape = (3, size, size // 2 + 1)
     phase0 = torch.stack([(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * math.pi
                           for g in generators(specs)])  # fmt: skip
     phase = phase0.to(device=device, dtype=dtype).requires_grad_(True)
-    magnitude = power_law(size, spec0.param.decay).to(device=device, dtype=dtype)[None, None]
+    if spec0.param.magnitude == "imagenet":
+        magnitude = spectrum.magnitude(size, dtype, device)[None]
+        contrast = MACO_IMAGENET_CONTRAST
+    else:
+        magnitude = power_law(size, spec0.param.decay).to(device=device, dtype=dtype)[None, None]
+        contrast = MACO_CONTRAST
 
     def image() -> torch.Tensor:
         t = torch.fft.irfftn(torch.polar(magnitude.expand_as(phase), phase), s=(size, size), norm="ortho")
         flat = t.flatten(1)
         t = (t - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1).view(-1, 1, 1, 1) + 1e-8)
-        return to_rgb(t * MACO_CONTRAST, spec0.param.decorrelate)
+        return to_rgb(t * contrast, spec0.param.decorrelate)
 
     return Parameterized([phase], image, "pixels")
 

@@ -107,6 +107,7 @@ def _specs(
         first = RenderSpec(
             model=arch.entry.name, layer=info.path, kind=kind, unit=indices[0], position=position, seed=seed,
             random_weights=random_weights, sample=0, init_image=init_image, **recipe.model_dump(),
+            weights_sha256=arch.entry.weights.sha256 if arch.entry.source == "registered" else None,
         )  # fmt: skip
     except ValidationError as exc:
         raise DreamfarmError(describe(exc)) from None
@@ -181,6 +182,10 @@ def request_recipe(request: JobRequest, arch: Architecture, target: LayerInfo | 
     named preset, the request's overrides, the size (default: the model's),
     and for samples a diversity term at a conv layer (default: one about two
     thirds of the way to the target, so each layer of a job has its own)."""
+    if request.recipe == recipes.TUNED and request.steps is None:
+        # Only service.tuned_recipes.resolve fills in the tuned recipe (it sets every field).
+        raise BadRequest("recipe 'tuned' is resolved where a job is submitted; this request was not",
+                         field="recipe")  # fmt: skip
     fields = {**request.overrides(), "size": request.size or arch.entry.input_size}
     recipe = recipes.recipe(request.recipe, fields)
     if recipe.samples > 1 and request.diversity is None and not recipe.diversity:
@@ -196,6 +201,12 @@ def request_recipe(request: JobRequest, arch: Architecture, target: LayerInfo | 
         raise BadRequest(f"init_image needs param 'image' (recipe adversarial), not {recipe.param.name!r}",
                          field="init_image")  # fmt: skip
     return recipe
+
+
+def first_kind(request: JobRequest, arch: Architecture) -> UnitKind:
+    """The kind of unit of the request's (first) layer: which tuned recipe it gets."""
+    info = request_layers(request, arch)[0][1]
+    return arch.kind(info, request.kind)
 
 
 def selection(request: JobRequest) -> UnitSelection:

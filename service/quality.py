@@ -47,7 +47,7 @@ def verdicts(
     probs = probabilities(net, entry, shown, size)
     out = []
     for row, target in zip(probs, targets):
-        p, idx = row.topk(TOP)
+        p, idx = row.topk(min(TOP, row.numel()))  # a registered network may have fewer classes
         top = [(int(i), entry.classes[int(i)], float(v)) for i, v in zip(idx, p)]
         rank = int((row > row[target]).sum()) + 1 if target is not None else None
         out.append(Verdict(entry.name, top, rank))

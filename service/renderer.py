@@ -163,7 +163,16 @@ class Renderer:
             **({"compiled": {"used": result.compiled, "note": result.compile_note}} if self.compile else {}),
             "versions": versions(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **self._registered(),
         }
+
+    def _registered(self) -> dict[str, object]:
+        """A registered network's own class names and weights (the zoo's
+        built-ins are known by name: their sidecars stay as they were)."""
+        if self.entry.source != "registered":
+            return {}
+        return {"classes": list(self.entry.classes), "weights_sha256": self.entry.weights.sha256,
+                "model_source": "registered"}  # fmt: skip
 
     def store_one(self, store: Store, rendered: Rendered, i: int, item: RenderItem) -> dict[str, object]:
         """Image `i`: PNG first, sidecar last (the sidecar is what marks a render

@@ -26,12 +26,14 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
 from service.errors import BadUnit
+from service.recipes import DEFAULT_RECIPE
 from service.spec import (
     MAX_SAMPLES,
     MAX_SIZE,
     MAX_STEPS,
     MIN_SIZE,
     Direction,
+    MagnitudeName,
     ParamName,
     PriorName,
     PriorTerm,
@@ -91,7 +93,7 @@ class UnitRangeIn(BaseModel):
 
 Units = list[UnitIndex | ClassName] | UnitRangeIn | Literal["all"]
 # The presets of service.recipes (a test checks that the two agree).
-RecipeName = Literal["lecture", "lucid", "maco", "adversarial"]
+RecipeName = Literal["lecture", "lucid", "vivid", "maco", "adversarial", "tuned"]
 LayerName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.]+$")]
 #: Several layers by name, or "all": the whole network (`service.planning.network_layers` says which).
 Layers = Annotated[list[LayerName], Field(min_length=1, max_length=MAX_LAYERS)] | Literal["all"]
@@ -102,6 +104,8 @@ class ParamIn(BaseModel):
     name: ParamName
     decay: FiniteFloat = Field(1.0, ge=0, le=4)
     decorrelate: bool = True
+    magnitude: MagnitudeName = "power_law"
+    flat_below: FiniteFloat = Field(1.0, ge=1, le=MAX_SIZE / 2)
 
 
 class TransformIn(BaseModel):
@@ -112,7 +116,7 @@ class TransformIn(BaseModel):
 
 # Fields a request may set to override its recipe's (None: the recipe's).
 RECIPE_FIELDS = ("prior", "steps", "lr", "init_scale", "precision", "param", "transforms", "direction", "samples",
-                 "diversity", "diversity_layer", "epsilon", "stop_margin")  # fmt: skip
+                 "diversity", "diversity_layer", "epsilon", "stop_margin", "resize")  # fmt: skip
 
 
 class JobRequest(BaseModel):
@@ -135,7 +139,7 @@ class JobRequest(BaseModel):
     kind: UnitKind | None = None
     # A JSON array of two: a list, since strict mode takes no list for a tuple.
     position: list[Coordinate] | None = Field(None, min_length=2, max_length=2)
-    recipe: RecipeName = "lecture"
+    recipe: RecipeName = DEFAULT_RECIPE
     prior: list[PriorIn] | None = Field(None, max_length=4)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     lr: FiniteFloat | None = Field(None, gt=0, le=100)
@@ -152,6 +156,8 @@ class JobRequest(BaseModel):
     init_image: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     epsilon: FiniteFloat | None = Field(None, gt=0, le=1)
     stop_margin: FiniteFloat | None = Field(None, ge=0, le=1e3)
+    # [low, high]: the network sees the image resized by a factor in it, one per step.
+    resize: list[FiniteFloat] | None = Field(None, min_length=2, max_length=2)
     random_weights: bool = False
     batch_size: int | None = Field(None, ge=1, le=1024)
     title: Title | None = None

@@ -88,6 +88,10 @@ class RetryingStore:
     def exists(self, key: str) -> bool:
         return self._call(f"exists {key}", lambda: self.inner.exists(key))
 
+    def delete(self, key: str) -> None:
+        """The inner store's delete, retried (a store without one cannot delete)."""
+        self._call(f"delete {key}", lambda: self.inner.delete(key))  # type: ignore[attr-defined]
+
     def list(self, prefix: str) -> Iterator[str]:
         return iter(self._call(f"list {prefix}", lambda: list(self.inner.list(prefix))))
 

@@ -209,6 +209,17 @@ class S3Store:
             self._fail("get", key, e)
         return body
 
+    def delete(self, key: str) -> None:
+        """Remove an object; one that is not there is not an error."""
+        check_key(key)
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            if not (_is_not_found(e) and _code(e) != "NoSuchBucket"):
+                self._fail("delete", key, e)
+        except BotoCoreError as e:
+            self._fail("delete", key, e)
+
     def exists(self, key: str) -> bool:
         """Only a 404 means absent: any other failure raises, so an outage
         is never taken for "not rendered yet" (and re-rendered). A HEAD has no

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Self
 
@@ -21,6 +22,7 @@ ENGINE_VERSION = "1"
 ParamName = Literal["pixel", "fourier", "maco", "image"]
 PARAM_NAMES: tuple[str, ...] = ("pixel", "fourier", "maco", "image")
 TransformName = Literal["pad", "jitter", "scale", "rotate"]
+MagnitudeName = Literal["power_law", "imagenet"]
 TRANSFORM_NAMES: tuple[str, ...] = ("pad", "jitter", "scale", "rotate")
 Direction = Literal["max", "min"]
 PriorName = Literal["edge_energy", "tv", "l2", "none"]
@@ -33,6 +35,10 @@ MAX_SAMPLES = 16
 MIN_SEEN = 8
 MAX_SIZE = 1024
 MIN_SIZE = 16
+MAX_RESIZE = 4.0
+# `resize` draws the factor of each step from this many evenly spaced levels
+# (a compiled forward sees at most this many input shapes).
+RESIZE_LEVELS = 8
 
 
 class PriorTerm(BaseModel):
@@ -52,7 +58,8 @@ class Param(BaseModel):
 
     - `pixel`: the network's input itself (the lecture's);
     - `fourier`: a spectrum scaled by 1/f^decay, colours decorrelated, a sigmoid into [0, 1] (Lucid);
-    - `maco`: the phase of a spectrum whose magnitude is fixed to a 1/f^decay power law (MaCo);
+    - `maco`: the phase of a spectrum whose magnitude is fixed: to ImageNet's average spectrum
+      (`magnitude` "imagenet", MaCo's, `service.spectrum`) or to a 1/f^decay power law ("power_law");
     - `image`: pixels in [0, 1] starting from a given image (`init_image`), optionally within
       `epsilon` of it (adversarial examples).
     """
@@ -62,6 +69,22 @@ class Param(BaseModel):
     name: ParamName = "pixel"
     decay: FiniteFloat = Field(1.0, ge=0, le=4)
     decorrelate: bool = True
+    # `fourier`: the frequency (cycles per image) below which the 1/f^decay
+    # scale is flat (1: only the zero frequency is raised to the lowest
+    # nonzero one). Left out of the content key at its default.
+    flat_below: FiniteFloat = Field(1.0, ge=1, le=MAX_SIZE / 2)
+    # `maco`: its fixed magnitude. Left out of the content key at its default
+    # (the power law, which the maco renders before it had).
+    magnitude: MagnitudeName = "power_law"
+
+    @model_validator(mode="after")
+    def _magnitude_is_macos(self) -> Param:
+        if self.magnitude == "imagenet":
+            if self.name != "maco":
+                raise ValueError("magnitude 'imagenet' is MaCo's fixed magnitude: it needs param 'maco'")
+            if self.decay != Param.model_fields["decay"].default:
+                raise ValueError("decay is the power law's exponent: magnitude 'imagenet' has none")
+        return self
 
 
 class Transform(BaseModel):
@@ -100,6 +123,10 @@ class Recipe(BaseModel):
     diversity_layer: str | None = Field(None, min_length=1, max_length=128)
     epsilon: FiniteFloat | None = Field(None, gt=0, le=1)
     stop_margin: FiniteFloat | None = Field(None, ge=0, le=1e3)
+    # (low, high): at each step the network sees the transformed image resized
+    # by a factor in [low, high], the same for every image of the batch: a
+    # function of the step only (`resize_factor`), so batch independence holds.
+    resize: tuple[FiniteFloat, FiniteFloat] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -110,6 +137,13 @@ class Recipe(BaseModel):
         if (seen := transformed_size(self.transforms, self.size)) < MIN_SEEN:
             raise ValueError(f"the transforms leave a {seen}-pixel image of a {self.size}-pixel one: "
                              f"at least {MIN_SEEN} pixels must reach the network")  # fmt: skip
+        if self.resize is not None:
+            low, high = self.resize
+            if not 0 < low <= high <= MAX_RESIZE:
+                raise ValueError(f"resize is (low, high) with 0 < low <= high <= {MAX_RESIZE}, got {self.resize}")
+            if (least := resized_side(seen, low)) < MIN_SEEN:
+                raise ValueError(f"resize {low} leaves a {least}-pixel image: at least {MIN_SEEN} pixels must "
+                                 "reach the network")  # fmt: skip
         return self
 
     @field_validator("prior")
@@ -141,6 +175,10 @@ class RenderSpec(Recipe):
     sample: int = Field(0, ge=0, lt=MAX_SAMPLES)
     # The content key (sha256) of the image `param` "image" starts from.
     init_image: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # A registered network's weights (service.zoo.registered): the same name
+    # with other weights is another network, so another key. None for the
+    # zoo's built-ins, whose keys stay as they were.
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _per_image_fields(self) -> RenderSpec:
@@ -163,6 +201,10 @@ class RenderSpec(Recipe):
         for name in LATER_FIELDS:
             if getattr(self, name) == RenderSpec.model_fields[name].default:
                 data.pop(name)
+        if "param" in data:
+            for name in LATER_PARAM_FIELDS:
+                if getattr(self.param, name) == Param.model_fields[name].default:
+                    data["param"].pop(name)
         return data
 
     def canonical_json(self) -> str:
@@ -262,8 +304,25 @@ def transformed_size(transforms: Sequence[Transform], size: int) -> int:
     return size
 
 
+def resize_factor(resize: tuple[float, float], step: int) -> float:
+    """The `resize` factor of `step`: one of RESIZE_LEVELS evenly spaced levels
+    of [low, high], visited in a low-discrepancy order (the golden ratio's
+    multiples), so every stretch of steps sees the whole range."""
+    low, high = resize
+    level = math.floor(((step * 0.6180339887498949) % 1.0) * RESIZE_LEVELS)
+    return low + (high - low) * level / (RESIZE_LEVELS - 1)
+
+
+def resized_side(side: int, factor: float) -> int:
+    return max(1, round(side * factor))
+
+
 LATER_FIELDS = ("param", "transforms", "direction", "samples", "diversity", "diversity_layer", "epsilon",
-                "stop_margin", "sample", "init_image")  # fmt: skip
+                "stop_margin", "sample", "init_image", "resize",
+                "weights_sha256")  # fmt: skip
+# Fields of `param` added later, left out of the key at their default (so the
+# renders of the recipes made before them keep their keys).
+LATER_PARAM_FIELDS = ("flat_below", "magnitude")
 PER_IMAGE_FIELDS = ("unit", "position", "seed", "sample", "init_image")
 
 

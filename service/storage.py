@@ -75,6 +75,10 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        """Remove an object; one that is not there is not an error."""
+        self._path(key).unlink(missing_ok=True)
+
     def list(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix if prefix else self.root
         start = base if base.is_dir() else base.parent

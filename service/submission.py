@@ -11,15 +11,17 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from service import tuned_recipes
 from service.architectures import Architectures
 from service.config import DEFAULT_TENANT, Settings
 from service.contract import JOB_ID, Publisher, RenderBatch, make_batches
 from service.errors import Conflict, NotFound, OverLimit, one_line
 from service.jobstore import JobStore
-from service.planning import JobPlan, batches, plan_job, request_recipe, units_with_keys
+from service.planning import JobPlan, batches, first_kind, plan_job, request_recipe, units_with_keys
 from service.quota import TenantQuota
 from service.request import JobRequest
 from service.storage import Store
+from service.user_models import RegisteredModels, require_weights
 
 log = logging.getLogger("dreamfarm.jobs")
 DEFAULT_BATCH = 32
@@ -60,6 +62,15 @@ class Workflows:
     publisher: Publisher
     architectures: Architectures
     limits: Limits
+    #: users' own networks (None: the zoo's built-ins only)
+    registered: RegisteredModels | None = None
+
+    def architectures_for(self, tenant: str | None, model: str | None = None) -> Architectures:
+        """The zoo as `tenant` sees it: the built-ins and its visible
+        registered networks (a built-in `model` needs no look at the bucket)."""
+        if self.registered is None or (model is not None and model in self.architectures.registry):
+            return self.architectures
+        return self.architectures.with_registry(self.registered.registry(self.architectures.registry, tenant))
 
     def job(self, job_id: str, tenant: str | None) -> dict[str, str]:
         """The job's record; NotFound when there is none or (tenant not None)
@@ -72,7 +83,11 @@ class Workflows:
     def submit(self, request: JobRequest, tenant: str) -> JobPlan:
         """Plan → reserve a place in the tenant's quota → record → enqueue;
         undone (the job cancelled, the place given back) if a step fails."""
-        arch = self.architectures.get(request.model, request.size)
+        arch = self.architectures_for(tenant, request.model).get(request.model, request.size)
+        require_weights(arch.entry, request.random_weights)
+        how = f'POST /v1/tunes {{"model": "{request.model}"}} makes one'
+        request = tuned_recipes.resolve(request, first_kind(request, arch), self.store, how, tenant=tenant,
+                                        weights_sha256=tuned_recipes.registered_weights(arch.entry))  # fmt: skip
         self.limits.check(request, request_recipe(request, arch).steps)
         plan = plan_job(request, arch, self.store, batch_size=self.limits.batch_size,
                         max_units=self.limits.max_units_per_job)  # fmt: skip
@@ -100,7 +115,13 @@ class Workflows:
             request = JobRequest.model_validate_json(job["request"])
         except ValidationError:
             raise Conflict("this job's request is no longer valid on this server; submit a new job") from None
-        units = units_with_keys(request, self.architectures.get(request.model, request.size), failed)
+        arch = self.architectures_for(tenant, request.model)
+        units = units_with_keys(request, arch.get(request.model, request.size), failed)
+        if {u.spec.key() for u in units} != set(failed):
+            # Re-planned specs no longer have the failed units' keys: the job's
+            # network (its registered weights) or the recipe changed since.
+            raise Conflict("this job's units can no longer be planned as they were (its network's weights or "
+                           "its recipe changed since): submit a new job")  # fmt: skip
         TenantQuota(self.jobs, self.limits.max_jobs_in_flight).reserve(tenant, job_id)
         self.jobs.reopen(job_id)
         groups = batches([u.spec for u in units], request.batch_size or self.limits.batch_size)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from service.spec import Transform, transformed_size
+from service.spec import Transform, resize_factor, resized_side, transformed_size
 
 
 def output_size(steps: Sequence[Transform], size: int) -> int:
@@ -26,18 +26,31 @@ def output_size(steps: Sequence[Transform], size: int) -> int:
 
 
 class RandomTransforms:
-    def __init__(self, steps: Sequence[Transform], seeds: Sequence[int], size: int, fill: float) -> None:
+    def __init__(
+        self, steps: Sequence[Transform], seeds: Sequence[int], size: int, fill: float,
+        resize: tuple[float, float] | None = None,
+    ) -> None:  # fmt: skip
         self.steps = list(steps)
         self.size = size
         self.out_size = output_size(self.steps, size)
         self.fill = fill
+        self.resize = resize
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.steps:
+    def side(self, step: int) -> int:
+        """The side of the image the network sees at `step`: the same for
+        every image of the batch, a function of the recipe and the step only."""
+        if self.resize is None:
+            return self.out_size
+        return resized_side(self.out_size, resize_factor(self.resize, step))
+
+    def __call__(self, x: torch.Tensor, step: int = 0) -> torch.Tensor:
+        if not self.steps and self.resize is None:
             return x
         theta = torch.stack([self._theta(g) for g in self.generators]).to(device=x.device, dtype=x.dtype)
-        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], self.out_size, self.out_size], align_corners=False)
+        # The same view of the canvas, sampled on a grid of `side` pixels: a resize.
+        side = self.side(step)
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], side, side], align_corners=False)
         # Outside the image is the fill: sample (x - fill) with zero padding.
         out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out + self.fill

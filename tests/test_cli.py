@@ -101,7 +101,7 @@ def test_worker_launcher_pins_one_process_per_gpu(monkeypatch: pytest.MonkeyPatc
 def test_recipes_lists_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["recipes", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert [r["name"] for r in listing] == ["lecture", "lucid", "maco", "adversarial"]
+    assert [r["name"] for r in listing] == ["lecture", "lucid", "vivid", "maco", "adversarial"]
     assert main(["recipes", "lucid"]) == 0
     assert "fourier" in capsys.readouterr().out
 

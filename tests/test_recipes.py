@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 from skimage import data as samples
 
 from service import engine, recipes
 from service.images import decode_image, square_pixels
 from service.request import RecipeName
-from service.spec import RenderSpec
+from service.spec import RESIZE_LEVELS, RenderSpec
 from service.transforms import RandomTransforms, output_size
 from service.zoo import Registry, load_network
 
@@ -38,7 +39,7 @@ def test_the_request_schema_knows_every_recipe() -> None:
     assert set(RecipeName.__args__) == set(recipes.names())  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("recipe", ["lucid", "maco"])
+@pytest.mark.parametrize("recipe", ["lucid", "maco", "vivid"])
 def test_batch_independence_with_transforms_float64(lite0_f64: nn.Module, recipe: str) -> None:
     """Each image draws its own transforms: rendered together or alone, the same image."""
     batch = specs([258, 700, 121], recipe)
@@ -73,7 +74,7 @@ def test_transforms_are_drawn_per_image_and_keep_the_canvas_rules() -> None:
     assert torch.equal(again[0], out[0])
 
 
-@pytest.mark.parametrize("recipe", ["lucid", "maco"])
+@pytest.mark.parametrize("recipe", ["lucid", "maco", "vivid"])
 def test_pixel_space_recipes_climb_and_save_the_image_itself(lite0: nn.Module, recipe: str) -> None:
     res = engine.render(lite0, "_fc", specs([258, 700], recipe, steps=12), preprocessing=PREP, precision="float32")
     assert res.images.min() >= 0 and res.images.max() <= 1
@@ -81,6 +82,53 @@ def test_pixel_space_recipes_climb_and_save_the_image_itself(lite0: nn.Module, r
     assert torch.equal(res.display, expected)
     first, last = res.trace[0].activation, res.trace[-1].activation
     assert all(b > a for a, b in zip(first, last))
+
+
+def test_resize_is_a_function_of_the_step_only() -> None:
+    """`resize`: every image of a batch is seen at the step's side (whatever
+    its seed), the sides cover the range, and each image still draws its own
+    transforms."""
+    steps = recipes.recipe("vivid").transforms
+    low, high = 0.5, 1.2
+    a = RandomTransforms(steps, [1, 2], 64, fill=0.5, resize=(low, high))
+    b = RandomTransforms(steps, [3], 64, fill=0.5, resize=(low, high))
+    sides = [a.side(step) for step in range(64)]
+    assert sides == [b.side(step) for step in range(64)]
+    assert min(sides) == round(a.out_size * low) and max(sides) == round(a.out_size * high)
+    assert len(set(sides)) == RESIZE_LEVELS
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64).expand(2, 3, 64, 64)
+    for step in (0, 1, 2):
+        out = a(x, step)
+        assert out.shape[-2:] == (sides[step], sides[step])
+        assert not torch.equal(out[0], out[1])
+    # Without transforms, resize alone is a plain resize of the image.
+    plain = RandomTransforms([], [1], 64, fill=0.5, resize=(0.5, 0.5))(x[:1], 0)
+    expected = F.interpolate(x[:1], size=(32, 32), mode="bilinear", align_corners=False)
+    assert (plain - expected).abs().max().item() < 1e-12
+
+
+def test_the_new_fields_change_the_key_only_when_set() -> None:
+    """`resize` and `param.flat_below` are left out of the key at their
+    defaults: the renders made before them keep their keys."""
+    lucid = specs([258], steps=256, size=224)[0]
+    # lucid's key as computed before the fields existed (git 7af80d9).
+    assert lucid.key() == "d71cc89d0ad6813165e3ca4966c9a5a00ce02060eb237980b5d57eafaea909b0"
+    assert "resize" not in lucid.content() and "flat_below" not in lucid.content()["param"]  # type: ignore[operator]
+    resized = lucid.model_copy(update={"resize": (0.5, 1.2)})
+    flat = lucid.model_copy(update={"param": lucid.param.model_copy(update={"flat_below": 4.0})})
+    assert len({lucid.key(), resized.key(), flat.key()}) == 3
+    assert resized.batch_key() != lucid.batch_key() and flat.batch_key() != lucid.batch_key()
+    vivid = specs([258], "vivid")[0]
+    assert vivid.resize is not None and vivid.content()["resize"] == list(vivid.resize)
+
+
+def test_resize_is_validated() -> None:
+    from service.errors import DreamfarmError
+
+    with pytest.raises(DreamfarmError, match="resize is"):
+        recipes.recipe("vivid", {"resize": (1.2, 0.5)})
+    with pytest.raises(DreamfarmError, match="at least 8 pixels"):
+        recipes.recipe("vivid", {"size": 64, "resize": (0.1, 1.0)})
 
 
 def test_minimize_lowers_the_unit(lite0: nn.Module) -> None:

@@ -106,7 +106,7 @@ def test_unknown_and_malformed_job_ids(http: httpx.Client) -> None:
 
 def test_recipes_are_listed_with_their_fields(http: httpx.Client) -> None:
     listing = {r["name"]: r for r in http.get("/v1/recipes").json()}
-    assert list(listing) == ["lecture", "lucid", "maco", "adversarial"]
+    assert list(listing) == ["lecture", "lucid", "vivid", "maco", "adversarial"]
     assert listing["lecture"]["fields"]["prior"] == [{"name": "edge_energy", "weight": 1.0}]
     assert listing["lucid"]["fields"]["param"]["name"] == "fourier"
     assert listing["adversarial"]["fields"]["epsilon"] == pytest.approx(8 / 255)

@@ -19,7 +19,7 @@ from celery import Celery, signals
 from kombu.entity import Queue
 
 from service.config import Settings
-from service.contract import ATLAS_TASK, QUEUE, RENDER_TASK
+from service.contract import ATLAS_TASK, QUEUE, RENDER_TASK, TUNE_TASK
 from workers import presence
 
 
@@ -38,7 +38,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_concurrency=1,
         task_default_queue=QUEUE,
         task_queues=[Queue(QUEUE, routing_key=QUEUE)],
-        task_routes={RENDER_TASK: {"queue": QUEUE}, ATLAS_TASK: {"queue": QUEUE}},
+        task_routes={RENDER_TASK: {"queue": QUEUE}, ATLAS_TASK: {"queue": QUEUE}, TUNE_TASK: {"queue": QUEUE}},
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": s.lease_timeout_s,

@@ -21,13 +21,16 @@ from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
 from service import logs
-from service.contract import ATLAS_TASK, RENDER_TASK, RenderBatch
+from service.contract import ATLAS_TASK, RENDER_TASK, TUNE_TASK, RenderBatch, TuneTask
 from service.errors import StorageError, one_line
 from service.job_atlas import write_job_atlas
+from service.tune_jobs import TuneRuns
 from workers import presence
 from workers.batch import fail_batch, run_batch
 from workers.celery_app import app
+from workers.lease import leased
 from workers.runtime import runtime
+from workers.tune import run_tune
 
 log = logging.getLogger("dreamfarm.worker")
 INFRASTRUCTURE = (redis.RedisError, OperationalError)
@@ -80,3 +83,25 @@ def build_atlas_task(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
     except INFRASTRUCTURE as exc:
         raise Reject(f"infrastructure: {exc}", requeue=True) from exc
     log.info("job=%s atlas %s written", job_id, akey)
+
+
+@app.task(bind=True, name=TUNE_TASK, pydantic=True, acks_late=True, reject_on_worker_lost=True, max_retries=3)
+def tune_recipe(self: Task, task: TuneTask) -> None:  # type: ignore[type-arg]
+    """A search is deterministic (seeded): one redelivered after a lost worker
+    runs again and stores the same recipe."""
+    rt = runtime()
+    try:
+        # A search runs for minutes: its lease is renewed like a batch's, or
+        # the broker would hand the message to another worker mid-search.
+        with leased(rt.jobs.r, self.request.id, rt.settings.lease_renew_s), presence.busy(app):
+            run_tune(rt, task)
+    except INFRASTRUCTURE as exc:
+        raise Reject(f"infrastructure: {exc}", requeue=True) from exc
+    except StorageError as exc:
+        if self.request.retries >= (self.max_retries or 0):
+            TuneRuns(runtime().jobs.r).fail(task.run_id, f"storage: {one_line(str(exc))}")
+            return
+        _retry(self, exc, countdown=min(60, 2 ** (self.request.retries + 1)))
+    except Exception as exc:  # a bad request or a network that cannot render: no retry will help
+        log.exception("tune=%s failed", task.run_id)
+        TuneRuns(runtime().jobs.r).fail(task.run_id, one_line(str(exc)))

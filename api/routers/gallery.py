@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from api.deps import TOKEN_COOKIE, Services, reader_for, services
+from api.deps import TOKEN_COOKIE, Services, model_viewer_for, reader_for, services
 from api.security import bearer
 from service import layout
 from service.config import Settings
@@ -23,6 +23,13 @@ Page = Callable[[LiveLinks], str]
 def router(settings: Settings) -> APIRouter:
     r = APIRouter(prefix="/gallery", include_in_schema=False)
     reader = reader_for(settings)
+    open_models = model_viewer_for(settings.model_copy(update={"protect_reads": False}))
+
+    def seer(request: Request) -> str | None:
+        """Whose registered networks the pages show where reads are open (a
+        token's, as a header or the sign-in cookie; else only the public
+        ones). Where they are not, the reader's: `viewer`."""
+        return None if settings.protect_reads else open_models(request)
 
     def viewer(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Any:
         """The tenant, or the 401 page to show instead (a browser gets a way to sign in)."""
@@ -32,8 +39,9 @@ def router(settings: Settings) -> APIRouter:
             return _error(services(request), 401, f"{exc.detail} (sign in at /gallery/login)")
 
     @r.get("", response_class=HTMLResponse)
-    def home(s: Services = Depends(services), who: Any = Depends(viewer)) -> Response:
-        return who if isinstance(who, Response) else _page(s, lambda links: s.gallery.home(links))
+    def home(s: Services = Depends(services), who: Any = Depends(viewer), seen: Any = Depends(seer)) -> Response:
+        t = who if settings.protect_reads else seen
+        return who if isinstance(who, Response) else _page(s, lambda links: s.gallery_for(t).home(links))
 
     @r.get("/login", response_class=HTMLResponse)
     def login(s: Services = Depends(services), next: str = "/gallery") -> Response:
@@ -66,33 +74,41 @@ def router(settings: Settings) -> APIRouter:
             atlas = atlas_file(summary["atlas_key"])
             for layer in summary["layers"] or []:  # a job with several layers: an atlas each
                 layer["atlas_file"] = atlas_file(layer["atlas_key"])
-            return s.gallery.job(summary, links, atlas)
+            return s.gallery_for(who).job(summary, links, atlas)
 
         return _page(s, page)
 
     @r.get("/{model}", response_class=HTMLResponse)
-    def model(model: str, s: Services = Depends(services), who: Any = Depends(viewer)) -> Response:
-        return who if isinstance(who, Response) else _page(s, lambda links: s.gallery.model(model, links))
+    def model(
+        model: str, s: Services = Depends(services), who: Any = Depends(viewer), seen: Any = Depends(seer)
+    ) -> Response:  # fmt: skip
+        t = who if settings.protect_reads else seen
+        return who if isinstance(who, Response) else _page(s, lambda links: s.gallery_for(t).model(model, links))
 
     @r.get("/{model}/{layer}", response_class=HTMLResponse)
     def layer(model: str, layer: str, page: str = "1", q: str = "", s: Services = Depends(services),
-              who: Any = Depends(viewer)) -> Response:  # fmt: skip
+              who: Any = Depends(viewer), seen: Any = Depends(seer)) -> Response:  # fmt: skip
         if isinstance(who, Response):
             return who
+        t = who if settings.protect_reads else seen
         if not page.isdigit() or int(page) < 1:
             return _error(s, 422, f"page must be a whole number from 1, got {page[:20]!r}")
-        return _canonical(s, model, layer) or _page(s, lambda links: s.gallery.layer(model, layer, links, int(page), q))
+        return _canonical(s, model, layer, who=t) or _page(
+            s, lambda links: s.gallery_for(t).layer(model, layer, links, int(page), q)
+        )
 
     @r.get("/{model}/{layer}/{unit}", response_class=HTMLResponse)
     def unit(
-        model: str, layer: str, unit: str, s: Services = Depends(services), who: Any = Depends(viewer)
-    ) -> Response:
+        model: str, layer: str, unit: str, s: Services = Depends(services), who: Any = Depends(viewer),
+        seen: Any = Depends(seer),
+    ) -> Response:  # fmt: skip
         if isinstance(who, Response):
             return who
+        t = who if settings.protect_reads else seen
         if not unit.isdigit():
             return _error(s, 422, f"a unit is an index (0, 1, …), got {unit[:20]!r}")
-        return _canonical(s, model, layer, unit) or _page(
-            s, lambda links: s.gallery.unit(model, layer, int(unit), links)
+        return _canonical(s, model, layer, unit, who=t) or _page(
+            s, lambda links: s.gallery_for(t).unit(model, layer, int(unit), links)
         )
 
     return r
@@ -116,10 +132,12 @@ def _error(s: Services, status: int, message: str) -> Response:
     return HTMLResponse(error_page(status, one_line(message), _links(s)), status_code=status)
 
 
-def _canonical(s: Services, model: str, layer: str, unit: str | None = None) -> Response | None:
+def _canonical(
+    s: Services, model: str, layer: str, unit: str | None = None, who: str | None = None
+) -> Response | None:  # fmt: skip
     """A layer named by alias redirects to its module path: one URL per page, to cite."""
     try:
-        path = s.gallery.layer_path(model, layer)
+        path = s.gallery_for(who).layer_path(model, layer)
     except DreamfarmError:
         return None  # the page itself says what is wrong
     if path == layer:

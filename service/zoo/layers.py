@@ -288,7 +288,7 @@ def _trace_layers(entry: ModelEntry, size: int) -> list[LayerInfo]:
     t = _trace(entry, size)
     outputs, order, types = t.outputs, t.order, t.types
     logit_path = next((p for p in order if outputs[p] is t.final), None)
-    if logit_path is None and entry.source == "timm" and entry.num_classes:
+    if logit_path is None and entry.source in ("timm", "registered") and entry.num_classes:
         logit_path = _classifier(t, entry.num_classes)
 
     counts = {"Conv2d": 0, "Conv2dSame": 0, "Linear": 0}

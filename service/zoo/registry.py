@@ -90,6 +90,9 @@ class ModelEntry:
     #: one of the networks the zoo had before token and channels-last layers
     #: were told apart: its default diversity layer is chosen as it was then
     classic_aliases: bool = False
+    #: what tells two entries of one name apart (a registered network's
+    #: manifest, re-registered): traced architectures are kept under it
+    revision: str = ""
 
 
 # torchvision's families, by name prefix (longest first where one contains another).
@@ -290,6 +293,11 @@ class Registry:
 
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def with_entries(self, extra: dict[str, ModelEntry]) -> Registry:
+        """This registry plus `extra` (a tenant's registered networks), which
+        never replace one of its own names."""
+        return Registry({**self._entries, **{k: v for k, v in extra.items() if k not in self._entries}})
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
