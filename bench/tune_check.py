@@ -102,7 +102,8 @@ def main() -> None:
         f"({', '.join(map(str, tuning_units))}), {args.search_steps} steps each, scored by Lite1 and Lite2's mean "
         f"p(true); {search_s / 60:.0f} min. Kept changes: {', '.join(record.changes()) or 'none'}. Held out: "
         f"{args.classes} classes (seed {HELD_OUT_SEED}), 256 steps. Cells: top-1, mean p(true). Command: "
-        f"`python bench/tune_check.py --count {args.count} --budget {args.budget} --search-steps {args.search_steps}`",
+        f"`python bench/tune_check.py --recipe {record.base} --count {args.count} --budget {args.budget} "
+        f"--search-steps {args.search_steps} --classes {args.classes}`",
         "",
         "| recipe | Lite1 | Lite2 | image-steps/s |",
         "|---|---|---|---:|",

@@ -29,31 +29,23 @@ pydantic's manifest models with a command, torch when a network is checked
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
-import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.client import Client, add_client_args
-from service.errors import DreamfarmError, one_line
+from cli.local_models import add_local, local_dir, local_manifests
+from cli.models_remote import MB, add_remote, request
+from service.errors import DreamfarmError
 
 if TYPE_CHECKING:
-    import httpx
-
-    from service.zoo import Registry, WeightsConfig
-    from service.zoo.registered import ModelManifest, ModelRegistration
+    from service.zoo.registered import ModelRegistration
 
 VERBS = ("add", "remove")
 #: Uploads at least this large show their progress (a bar on a terminal, lines in a log).
-PROGRESS_BYTES = 8 * 1024 * 1024
-CHUNK = 1 << 20
-MB = 1e6
 
 
 def is_verb(argv: Sequence[str]) -> bool:
@@ -215,179 +207,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_remote(client: Client, reg: ModelRegistration, weights: Path, quiet: bool = False) -> ModelManifest:
-    """POST the registration, then PUT its weights, streamed from the file
-    with their sha256 (the server refuses bytes that differ). A network the
-    upload left without weights is removed again when this call created it."""
-    import httpx
-
-    from service.zoo.registered import ModelManifest
-
-    size = weights.stat().st_size
-    sha = _sha256(weights)
-    body = {k: v for k, v in reg.model_dump(mode="json").items() if v is not None}
-    created = request(client, "POST", "/v1/models", json=body)
-    fresh = created.status_code == 201
-    bar = _bar(size, f"upload {reg.name}", quiet)
-    try:
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size), "X-Content-SHA256": sha}
-        done = request(client, "PUT", f"/v1/models/{reg.name}/weights", content=_chunks(weights, bar),
-                       headers=headers, timeout=httpx.Timeout(600, connect=10))  # fmt: skip
-    except BaseException:
-        if bar is not None:
-            bar.close()
-        if fresh:
-            _forget(client, reg.name)
-        raise
-    if bar is not None:
-        bar.close()
-    answer = done.json()  # the manifest, and its `state`
-    return ModelManifest.model_validate({k: v for k, v in answer.items() if k in ModelManifest.model_fields})
-
-
-def _forget(client: Client, name: str) -> None:
-    """Best effort: the registration just made, whose weights were refused."""
-    with contextlib.suppress(Exception):  # the upload's error is the one to report
-        client.http.request("DELETE", f"/v1/models/{name}")
-
-
-def request(client: Client, method: str, path: str, **kw: Any) -> httpx.Response:
-    """One call to the API; a 4xx/5xx or no answer is a one-line DreamfarmError
-    (as `Client.call` says it), a 2xx the response, whatever its body."""
-    import httpx
-
-    try:
-        r = client.http.request(method, path, **kw)
-    except httpx.HTTPError as exc:
-        why = one_line(str(exc) or type(exc).__name__)
-        raise DreamfarmError(f"cannot reach the API at {client.http.base_url}: {why}") from exc
-    if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail")
-        except (ValueError, AttributeError):
-            detail = r.text
-        raise DreamfarmError(f"API {r.status_code}: {one_line(str(detail))}")
-    return r
-
-
-def add_local(reg: ModelRegistration, weights: Path) -> ModelManifest:
-    """Check the registration and its weights as the service does, then file
-    both in the local registry: the weights under their sha256, the manifest
-    last (a half-written registration is never there)."""
-    from service.storage import write_atomically
-    from service.zoo import Registry
-    from service.zoo.registered import check_registration, check_weights, entry_of, weights_format
-
-    manifest = check_registration(reg, local_registry(Registry()))
-    sha, nbytes = check_weights(manifest, weights)
-    manifest = manifest.with_weights(sha, nbytes, weights_format(weights))
-    folder = local_dir() / reg.name
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / entry_of(manifest).weights.filename
-    if not dest.is_file() or _sha256(dest) != sha:
-        tmp = folder / f".tmp-{os.getpid()}-{dest.name}"
-        shutil.copyfile(weights, tmp)
-        os.replace(tmp, dest)
-    write_atomically(folder / "manifest.json", manifest.model_dump_json(indent=1).encode())
-    for old in folder.iterdir():  # an earlier registration's weights
-        if old.name not in ("manifest.json", dest.name) and not old.name.startswith(".tmp-"):
-            old.unlink(missing_ok=True)
-    return manifest
-
-
-# -- the local registry, as `render` and `models` read it ----------------------
-
-
-def local_dir() -> Path:
-    """$DREAMFARM_MODELS_DIR, or `models/` in dreamfarm's cache."""
-    given = os.environ.get("DREAMFARM_MODELS_DIR")
-    if given:
-        return Path(given)
-    return Path(os.environ.get("DREAMFARM_CACHE") or Path.home() / ".cache" / "dreamfarm") / "models"
-
-
-def local_manifests() -> dict[str, ModelManifest]:
-    """name → manifest of every network in the local registry (none: {},
-    without importing pydantic's models). A manifest that cannot be read
-    is an error that names it."""
-    paths = sorted(local_dir().glob("*/manifest.json"))
-    if not paths:
-        return {}
-    from pydantic import ValidationError
-
-    from service.validation import describe
-    from service.zoo.registered import ModelManifest
-
-    out: dict[str, ModelManifest] = {}
-    for path in paths:
-        try:
-            manifest = ModelManifest.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError) as exc:
-            why = describe(exc) if isinstance(exc, ValidationError) else str(exc)
-            fix = f"`dreamfarm models remove {path.parent.name} --local` removes it"
-            raise DreamfarmError(f"local registry: {path} cannot be read ({one_line(why, 160)}); {fix}") from None
-        out[manifest.name] = manifest
-    return out
-
-
-def local_registry(base: Registry | None = None) -> Registry:
-    """The zoo (`base`, default a new one) with the local registry's networks."""
-    from service.zoo import Registry
-
-    base = base if base is not None else Registry()
-    manifests = local_manifests()
-    if not manifests:
-        return base
-    from service.zoo.registered import entry_of
-
-    return base.with_entries({name: entry_of(m) for name, m in manifests.items() if m.weights_sha256})
-
-
-def with_local_weights(config: WeightsConfig) -> WeightsConfig:
-    """`config`, also finding the local registry's weights files (by their
-    sha256 names) after every other place it looks."""
-    folder = local_dir()
-    if not folder.is_dir():
-        return config
-    remote = config.remote
-
-    def fetch(filename: str) -> Path | None:
-        for path in folder.glob(f"*/{filename}"):
-            if path.is_file():
-                return path
-        return remote(filename) if remote is not None else None
-
-    where = f"{folder}/<name>/" + (f" or {config.remote_name}" if remote is not None else "")
-    return replace(config, remote=fetch, remote_name=where)
-
-
 # -- small parts ----------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _chunks(path: Path, bar: Any) -> Iterator[bytes]:
-    sent = 0
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            sent += len(chunk)
-            if bar is not None:
-                bar.set_done(sent / MB)
-            yield chunk
-
-
-def _bar(size: int, desc: str, quiet: bool) -> Any:
-    if quiet or size < PROGRESS_BYTES:
-        return None
-    from cli.progress import Progress
-
-    return Progress(size / MB, unit="MB", desc=desc, decimals=1)
 
 
 def _preview(classes: Sequence[str], shown: int = 4) -> str:

@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
 
 
 def models(args: argparse.Namespace) -> int:
-    from cli.models_add import local_registry
+    from cli.local_models import local_registry
 
     if args.registered or args.api:
         return _service_registered(args)
@@ -128,7 +128,7 @@ def _layers(registry: Registry, args: argparse.Namespace) -> int:
 
 def _local_registered() -> int:
     """The local registry's networks (`dreamfarm models add --local`)."""
-    from cli.models_add import local_dir, local_manifests
+    from cli.local_models import local_dir, local_manifests
 
     manifests = local_manifests()
     print(f"{len(manifests)} registered in {local_dir()}" + (":" if manifests else ""))

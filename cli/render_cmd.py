@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
 
 
 def render(args: argparse.Namespace) -> int:
-    from cli.models_add import local_registry
+    from cli.local_models import local_registry
     from service import tuned_recipes
     from service.architectures import Architectures
     from service.batch_render import Callbacks, RenderPlan, render_into_store
@@ -106,7 +106,7 @@ def render(args: argparse.Namespace) -> int:
 
 def _renderers(args: argparse.Namespace, registry: Registry, device: torch.device) -> Callable[[RenderSpec], Renderer]:
     """One renderer per model for this run, made when the first unit needs it."""
-    from cli.models_add import with_local_weights
+    from cli.local_models import with_local_weights
     from service.config import Settings
     from service.renderer import Renderer, load_judges
     from service.weights_remote import weights_config

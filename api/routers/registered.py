@@ -39,7 +39,7 @@ def router(settings: Settings) -> APIRouter:
     limit = settings.max_weights_bytes
 
     @r.post("", status_code=201, response_model=RegisteredModel,
-            responses={401: ERR, 409: ERR, 422: ERR, 503: ERR})  # fmt: skip
+            responses={400: ERR, 401: ERR, 409: ERR, 413: ERR, 422: ERR, 503: ERR})  # fmt: skip
     def register(
         body: ModelRegistration, s: Services = Depends(services), tenant: str = Depends(writer)
     ) -> RegisteredModel:  # fmt: skip
