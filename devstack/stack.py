@@ -76,7 +76,8 @@ class LocalStack:
         self.root = root.resolve()
         self.n_workers = workers
         self.api_port = api_port or free_port()
-        self.token = token or secrets.token_urlsafe(24)
+        # Hex: a urlsafe token may start with '-', which `--token T` would read as a flag.
+        self.token = token or secrets.token_hex(24)
         self.extra_env = extra_env or {}
         self.redis = RedisServer(data_dir=self.root / "redis")
         self.s3: S3Server = MotoS3(data_dir=self.root / "s3") if s3 == "moto" else SeaweedS3(data_dir=self.root / "s3")
