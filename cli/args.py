@@ -44,6 +44,8 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decay", type=float, default=None, help="fourier/maco: spectrum falls off as 1/f^decay")
     p.add_argument("--resize", metavar="LOW,HIGH", default=None,
                    help="the network sees the image resized by a factor in [LOW, HIGH], one per step")  # fmt: skip
+    p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
+                   help="rescale each image's gradient to at most this L2 norm each step (vivid: 1)")  # fmt: skip
     p.add_argument("--transform", action="append", metavar="NAME:AMOUNT",
                    help="pad:12, jitter:8, scale:0.1, rotate:5 (in order; repeatable; replaces the recipe's); "
                         "'none' for no transforms")  # fmt: skip
@@ -70,6 +72,7 @@ def request_from_args(args: argparse.Namespace, init_image: str | None = None) -
         "title": getattr(args, "title", None), "samples": args.samples, "diversity": args.diversity,
         "diversity_layer": args.diversity_layer, "epsilon": args.epsilon, "stop_margin": args.stop_margin,
         "init_image": init_image, "direction": "min" if args.minimize else None,
+        "grad_clip": getattr(args, "grad_clip", None),
     }  # fmt: skip
     if args.position:
         fields["position"] = parse_position(args.position)

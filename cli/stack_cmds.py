@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
 
     d = sub.add_parser("demo", help="the README's main job: local stack, lecture classes over HTTP, into ./out")
     d.add_argument("--out", default="out")
-    d.add_argument("--steps", type=int, default=250)
+    d.add_argument("--steps", type=int, default=None, help="optimization steps (default: the default recipe's)")
     d.add_argument("--dir", type=Path, default=STACK_DIR)
     d.set_defaults(func=cmd_demo)
 
@@ -64,7 +64,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with LocalStack(args.dir, workers=1) as stack:
         client = Client(stack.api_url, stack.token)
         body = {"model": "efficientnet_lite0", "layer": "logits", "units": LECTURE_DEMO_CLASSES,
-                "steps": args.steps, "title": "EfficientNet-Lite0 · lecture classes"}  # fmt: skip
+                "title": "EfficientNet-Lite0 · lecture classes"}  # fmt: skip
+        if args.steps is not None:
+            body["steps"] = args.steps
         accepted = client.call("POST", "/v1/jobs", json=body)
         print(f"submitted job {accepted['id']}: {accepted['units']} units, {accepted['cached']} cached; "
               f"API {stack.api_url}, logs in {args.dir / 'logs'}", file=sys.stderr)  # fmt: skip

@@ -23,6 +23,7 @@ import torch.nn as nn
 from service import display, parameterizations
 from service.compiled import CheckedCompiled
 from service.early_stop import EarlyStop
+from service.input_sides import side_rule
 from service.loss import Objective
 from service.objectives import LayerProbe
 from service.parameterizations import Parameterized, initial_noise
@@ -178,7 +179,10 @@ def _setup(
     to_input = preprocessing.to_input if param.space == "pixels" and preprocessing else (lambda t: t)
     seeds = [s.noise_seed() ^ TRANSFORM_SEED_SALT for s in specs]
     fill = 0.5 if param.space == "pixels" else 0.0
-    transforms = RandomTransforms(spec0.transforms, seeds, spec0.size, fill=fill, resize=spec0.resize)
+    # A vision transformer takes only some sides: the transforms sample their
+    # view of the image at the nearest one (the view is the same, only denser).
+    fit = side_rule(net)
+    transforms = RandomTransforms(spec0.transforms, seeds, spec0.size, fill=fill, resize=spec0.resize, fit=fit)
     objective = Objective(specs, dev)
     probe = LayerProbe(net, objective.layers)
 
@@ -229,6 +233,8 @@ def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple
         # Each image's loss depends on its own pixels only (diversity: its
         # group's), so the gradient of the sum is each image's own gradient.
         parts.total.sum().backward()  # type: ignore[no-untyped-call]
+        if spec0.grad_clip is not None:
+            clip_per_image(s.param.params, spec0.grad_clip)
         optimizer.step()
         s.param.project()
         stop.after_step(step)
@@ -239,6 +245,18 @@ def _optimize(s: _Setup, progress: ProgressFn | None, trace_every: int) -> tuple
         if stop.all_stopped:
             break
     return trace_points(points), stop.steps_taken(step + 1)
+
+
+def clip_per_image(params: Sequence[torch.Tensor], max_norm: float) -> None:
+    """Rescale each image's gradient (index 0 of every tensor) to at most
+    `max_norm`, its norm taken over all the tensors of that image."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    squares = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0)
+    factor = (max_norm / (squares.sqrt() + 1e-12)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
 
 
 def _display(param: Parameterized, spec: RenderSpec) -> torch.Tensor:

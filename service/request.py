@@ -116,12 +116,12 @@ class TransformIn(BaseModel):
 
 # Fields a request may set to override its recipe's (None: the recipe's).
 RECIPE_FIELDS = ("prior", "steps", "lr", "init_scale", "precision", "param", "transforms", "direction", "samples",
-                 "diversity", "diversity_layer", "epsilon", "stop_margin", "resize")  # fmt: skip
+                 "diversity", "diversity_layer", "epsilon", "stop_margin", "resize", "grad_clip")  # fmt: skip
 
 
 class JobRequest(BaseModel):
     """A render job: model, layer (or layers), units, and a recipe (the
-    lecture's by default) whose fields may be overridden one by one; a field
+    default recipe, `vivid`, unless it names one) whose fields may be overridden one by one; a field
     left out (or null) is the recipe's. `size` defaults to the model's input
     size. `layers` (a list of layer names, or "all": every aliased layer whose
     units are channels, and the logits) instead of `layer` renders `units`
@@ -158,6 +158,8 @@ class JobRequest(BaseModel):
     stop_margin: FiniteFloat | None = Field(None, ge=0, le=1e3)
     # [low, high]: the network sees the image resized by a factor in it, one per step.
     resize: list[FiniteFloat] | None = Field(None, min_length=2, max_length=2)
+    # Each image's gradient rescaled to at most this L2 norm before each step.
+    grad_clip: FiniteFloat | None = Field(None, gt=0, le=1e6)
     random_weights: bool = False
     batch_size: int | None = Field(None, ge=1, le=1024)
     title: Title | None = None

@@ -127,6 +127,10 @@ class Recipe(BaseModel):
     # by a factor in [low, high], the same for every image of the batch: a
     # function of the step only (`resize_factor`), so batch independence holds.
     resize: tuple[FiniteFloat, FiniteFloat] | None = None
+    # Each image's gradient rescaled to at most this L2 norm before Adam's
+    # step (torch-dreams clips its one image's at 1): per image, so batch
+    # independence holds; it evens out how much each step weighs in Adam's moments.
+    grad_clip: FiniteFloat | None = Field(None, gt=0, le=1e6)
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -318,7 +322,7 @@ def resized_side(side: int, factor: float) -> int:
 
 
 LATER_FIELDS = ("param", "transforms", "direction", "samples", "diversity", "diversity_layer", "epsilon",
-                "stop_margin", "sample", "init_image", "resize",
+                "stop_margin", "sample", "init_image", "resize", "grad_clip",
                 "weights_sha256")  # fmt: skip
 # Fields of `param` added later, left out of the key at their default (so the
 # renders of the recipes made before them keep their keys).

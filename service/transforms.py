@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from service.input_sides import SideRule, any_side
 from service.spec import Transform, resize_factor, resized_side, transformed_size
 
 
@@ -28,21 +29,22 @@ def output_size(steps: Sequence[Transform], size: int) -> int:
 class RandomTransforms:
     def __init__(
         self, steps: Sequence[Transform], seeds: Sequence[int], size: int, fill: float,
-        resize: tuple[float, float] | None = None,
+        resize: tuple[float, float] | None = None, fit: SideRule = any_side,
     ) -> None:  # fmt: skip
         self.steps = list(steps)
         self.size = size
         self.out_size = output_size(self.steps, size)
         self.fill = fill
         self.resize = resize
+        self.fit = fit
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def side(self, step: int) -> int:
         """The side of the image the network sees at `step`: the same for
         every image of the batch, a function of the recipe and the step only."""
         if self.resize is None:
-            return self.out_size
-        return resized_side(self.out_size, resize_factor(self.resize, step))
+            return self.fit(self.out_size)
+        return self.fit(resized_side(self.out_size, resize_factor(self.resize, step)))
 
     def __call__(self, x: torch.Tensor, step: int = 0) -> torch.Tensor:
         if not self.steps and self.resize is None:

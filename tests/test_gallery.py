@@ -27,7 +27,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("renders")
     common = ["render", "--model", MODEL, "--layer", "logits", "--steps", "2", "--size", "64", "--out", str(out),
               "--quiet", "--device", "cpu"]  # fmt: skip
-    assert main([*common, "--units", "Samoyed", "goldfish", "king crab", "hourglass"]) == 0
+    assert main([*common, "--units", "Samoyed", "goldfish", "king crab", "hourglass", "--recipe", "lecture"]) == 0
     assert main([*common, "--unit", "Samoyed", "--recipe", "lucid", "--samples", "2"]) == 0
     return out
 

@@ -78,7 +78,7 @@ def test_transforms_are_drawn_per_image_and_keep_the_canvas_rules() -> None:
 def test_pixel_space_recipes_climb_and_save_the_image_itself(lite0: nn.Module, recipe: str) -> None:
     res = engine.render(lite0, "_fc", specs([258, 700], recipe, steps=12), preprocessing=PREP, precision="float32")
     assert res.images.min() >= 0 and res.images.max() <= 1
-    expected = (res.images.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    expected = (res.images.double().permute(0, 2, 3, 1) * 255).round().to(torch.uint8)  # as display rounds
     assert torch.equal(res.display, expected)
     first, last = res.trace[0].activation, res.trace[-1].activation
     assert all(b > a for a, b in zip(first, last))
@@ -120,6 +120,27 @@ def test_the_new_fields_change_the_key_only_when_set() -> None:
     assert resized.batch_key() != lucid.batch_key() and flat.batch_key() != lucid.batch_key()
     vivid = specs([258], "vivid")[0]
     assert vivid.resize is not None and vivid.content()["resize"] == list(vivid.resize)
+    clipped = lucid.model_copy(update={"grad_clip": 1.0})
+    assert "grad_clip" not in lucid.content() and clipped.key() != lucid.key()
+    assert clipped.batch_key() != lucid.batch_key()
+
+
+def test_grad_clip_rescales_each_image_alone() -> None:
+    """Each image's gradient, over all its tensors, to at most the norm; an
+    image already within it untouched: what one image gets does not depend on
+    the others."""
+    a = torch.zeros(3, 2, 4, dtype=torch.float64)
+    b = torch.zeros(3, 5, dtype=torch.float64)
+    a.grad = torch.randn(3, 2, 4, dtype=torch.float64) * torch.tensor([10.0, 0.01, 3.0]).view(3, 1, 1)
+    b.grad = torch.randn(3, 5, dtype=torch.float64)
+    before = [a.grad.clone(), b.grad.clone()]
+    engine.clip_per_image([a, b], 1.0)
+    norms = (a.grad.flatten(1).pow(2).sum(1) + b.grad.pow(2).sum(1)).sqrt()
+    old = (before[0].flatten(1).pow(2).sum(1) + before[1].pow(2).sum(1)).sqrt()
+    for i in range(3):
+        expected = min(1.0, 1.0 / old[i].item())
+        assert norms[i].item() == pytest.approx(min(1.0, old[i].item()), rel=1e-9)
+        assert torch.allclose(a.grad[i], before[0][i] * expected) and torch.allclose(b.grad[i], before[1][i] * expected)
 
 
 def test_resize_is_validated() -> None:

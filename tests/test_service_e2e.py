@@ -114,7 +114,8 @@ def test_storage_outage_mid_batch_ends_with_the_job_complete(stack: LocalStack, 
     """Stop the S3 server while a batch renders, start it again: uploads retry
     with backoff and the job completes."""
     units = list(range(200, 204))
-    job = http.post("/v1/jobs", json=small_job(units, batch_size=4, steps=40)).json()
+    # The lecture's loop: slow enough per step at 64 px for the plug to be pulled mid-batch.
+    job = http.post("/v1/jobs", json=small_job(units, batch_size=4, steps=40, recipe="lecture")).json()
     # Wait until the worker is rendering (progress shows), then pull the plug.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and http.get(f"/v1/jobs/{job['id']}").json()["progress"] <= 0:

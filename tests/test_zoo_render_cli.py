@@ -23,6 +23,7 @@ from PIL import Image
 
 from cli.main import main
 from service import display
+from service.input_sides import side_rule
 from service.parameterizations import initial_noise
 from service.spec import RenderSpec
 
@@ -53,8 +54,8 @@ def _render(out: Path, model: str, layer: str, units: str) -> list[dict[str, Any
     # lecture's edge prior on 0.01-scale noise, and in 4 steps the prior
     # would decide the image; without it the test sees the unit alone.
     code = main(["render", "--model", model, "--layer", layer, "--units", units, "--random-weights",
-                 "--steps", "4", "--size", "64", "--prior", "none", "--out", str(out), "--quiet",
-                 "--device", "cpu"])  # fmt: skip
+                 "--recipe", "lecture", "--steps", "4", "--size", "64", "--prior", "none", "--out", str(out),
+                 "--quiet", "--device", "cpu"])  # fmt: skip
     assert code == 0
     return [json.loads(p.read_text()) for p in sorted(out.glob(f"renders/{model}/*/*/*.json"))]
 
@@ -74,3 +75,28 @@ def test_a_middle_channel_and_a_logit_render(tmp_path: Path, model: str, layer: 
         # the trace's step 0 is the unit on the starting noise, before any update
         before, after = m["trace"][0]["activation"], m["activation"]
         assert after > before + max(0.5, abs(before)), (before, after)
+
+
+@pytest.mark.parametrize("model", NETWORKS)
+def test_the_default_recipe_renders_them_at_sides_they_accept(tmp_path: Path, model: str) -> None:
+    """The default recipe crops and resizes what the network sees: a ViT's
+    patch embedding takes only multiples of its patch, so the transforms
+    sample their view at the nearest such side."""
+    code = main(["render", "--model", model, "--layer", "logits", "--units", "3", "--random-weights",
+                 "--steps", "3", "--size", "64", "--out", str(tmp_path), "--quiet", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    (meta,) = [json.loads(p.read_text()) for p in tmp_path.glob("renders/**/3/*.json")]
+    assert meta["recipe"] == "vivid" and meta["spec"]["resize"] is not None
+    assert np.asarray(Image.open(tmp_path / meta["png"])).shape == (64, 64, 3)
+
+
+def test_side_rules() -> None:
+    import timm
+    import torchvision
+
+    dynamic = timm.create_model("vit_tiny_patch16_224", pretrained=False, dynamic_img_size=True)
+    strict = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    assert [side_rule(dynamic)(s) for s in (31, 52, 212, 3)] == [32, 48, 208, 16]
+    assert side_rule(strict)(100) == 224
+    assert side_rule(torchvision.models.vit_b_16())(200) == 224
+    assert side_rule(torchvision.models.resnet18())(37) == 37
