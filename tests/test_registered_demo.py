@@ -40,9 +40,9 @@ CLASSES = ("stripes", "checkers", "disc", "cross")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 SIZE = 64
 DESCRIPTION = "ResNet-18 trained in the test on four synthetic shapes and textures"
-#: lucid's recipe, fewer steps: a few seconds a unit on 2 CPU cores (at 40 a cross was once
-#: still checkers to the network trained on another CPU)
-STEPS = 64
+#: lucid's recipe, fewer steps: a few seconds a unit on 2 CPU cores (at 40 and at 64 steps the
+#: cross render was still checkers to the network as trained on an AVX2-only EPYC)
+STEPS = 128
 
 
 def shapes(n: int, gen: torch.Generator, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
