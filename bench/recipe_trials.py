@@ -24,6 +24,7 @@ import torch
 from quality import JUDGES, sample_classes
 
 from service import quality, recipes
+from service.image_stats import colourfulness, rms_contrast
 from service.images import png_bytes
 from service.renderer import Renderer, load_judges
 from service.spec import RenderSpec
@@ -52,7 +53,10 @@ def trial(renderer: Renderer, judges: list[Any], base: str, fields: dict[str, An
     folder.mkdir(parents=True, exist_ok=True)
     for unit, rgb in zip(classes, pixels):
         (folder / f"{unit}.png").write_bytes(png_bytes(rgb))
-    row: dict[str, Any] = {"fields": fields, "img_steps_per_s": len(specs) * args.steps / seconds}
+    arrays = pixels.numpy()
+    row: dict[str, Any] = {"fields": fields, "img_steps_per_s": len(specs) * args.steps / seconds,
+                           "colourfulness": float(np.mean([colourfulness(a) for a in arrays])),
+                           "rms_contrast": float(np.mean([rms_contrast(a) for a in arrays]))}  # fmt: skip
     for j in judges:
         probs = quality.probabilities(j.net, j.entry, pixels)
         ranks = [int((p > p[u]).sum()) + 1 for u, p in zip(classes, probs)]
@@ -82,7 +86,8 @@ def main() -> None:
         name, _, text = item.partition("=")
         row = trial(renderer, judges, args.base, json.loads(text or "{}"), classes, args, args.out / args.base / name)
         cells = " | ".join(f"{row[j]['top1']}/{len(classes)} {row[j]['mean_p']:.3f}" for j in JUDGES)
-        print(f"| {args.base}:{name} | {args.pick} | {cells} | {row['img_steps_per_s']:.1f} |", flush=True)
+        looks = f"{row['colourfulness']:.0f} | {row['rms_contrast']:.3f}"
+        print(f"| {args.base}:{name} | {args.pick} | {cells} | {looks} | {row['img_steps_per_s']:.1f} |", flush=True)
         with (args.out / "trials.jsonl").open("a") as f:
             f.write(json.dumps({"base": args.base, "name": name, "pick": args.pick, **row}) + "\n")
 

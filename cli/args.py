@@ -72,7 +72,7 @@ def request_from_args(args: argparse.Namespace, init_image: str | None = None) -
         "title": getattr(args, "title", None), "samples": args.samples, "diversity": args.diversity,
         "diversity_layer": args.diversity_layer, "epsilon": args.epsilon, "stop_margin": args.stop_margin,
         "init_image": init_image, "direction": "min" if args.minimize else None,
-        "grad_clip": getattr(args, "grad_clip", None),
+        "grad_clip": args.grad_clip,
     }  # fmt: skip
     if args.position:
         fields["position"] = parse_position(args.position)
