@@ -552,7 +552,8 @@ def main() -> None:
     p.add_argument("--precision", default="float32", help="dreamfarm's precision (the peers run float32)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("out/peers"))
-    p.add_argument("--write", type=Path, default=None, help="update this benchmarks.md section (peers-cpu)")
+    p.add_argument("--write", type=Path, default=None, help="update this benchmarks.md section (--section)")
+    p.add_argument("--section", default="peers-cpu", help="the section's key in --write (e.g. one per sample size)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--sheet", type=Path, default=None, help="the side-by-side sheet, e.g. docs/images/peers.png")
     p.add_argument(
@@ -573,7 +574,7 @@ def main() -> None:
     md = report(data)
     print(md)
     if args.write:
-        write_section(args.write, "peers-cpu", md)
+        write_section(args.write, args.section, md)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=1) + "\n")
