@@ -53,7 +53,7 @@ from quality import JUDGES, _specs, sample_classes
 from bench_report import machine, write_section
 from service import quality, recipes
 from service.contract import RenderItem
-from service.image_stats import colourfulness, rms_contrast
+from service.image_stats import looks
 from service.images import png_bytes
 from service.renderer import Renderer, load_judges
 from service.spec import RenderSpec
@@ -406,8 +406,9 @@ def judge(folder: Path, classes: list[int], judges: list[Any], size: int) -> dic
         out[j.entry.name] = {"n": len(classes), "top1": sum(r == 1 for r in ranks), "top5": sum(r <= 5 for r in ranks),
                              "mean_p": round(float(np.mean(ps)), 4), "per_class": per}  # fmt: skip
     out["mean_hf_energy"] = round(float(np.mean(list(out["hf_energy"].values()))), 4)
-    out["mean_colourfulness"] = round(float(np.mean([colourfulness(a) for a in arrays])), 1)
-    out["mean_rms_contrast"] = round(float(np.mean([rms_contrast(a) for a in arrays])), 3)
+    seen = looks(arrays)
+    out["mean_colourfulness"] = round(seen["colourfulness"], 1)
+    out["mean_rms_contrast"] = round(seen["rms_contrast"], 3)
     return out
 
 

@@ -24,7 +24,7 @@ import torch
 from quality import JUDGES, sample_classes
 
 from service import quality, recipes
-from service.image_stats import colourfulness, rms_contrast
+from service.image_stats import looks
 from service.images import png_bytes
 from service.renderer import Renderer, load_judges
 from service.spec import RenderSpec
@@ -53,10 +53,8 @@ def trial(renderer: Renderer, judges: list[Any], base: str, fields: dict[str, An
     folder.mkdir(parents=True, exist_ok=True)
     for unit, rgb in zip(classes, pixels):
         (folder / f"{unit}.png").write_bytes(png_bytes(rgb))
-    arrays = pixels.numpy()
     row: dict[str, Any] = {"fields": fields, "img_steps_per_s": len(specs) * args.steps / seconds,
-                           "colourfulness": float(np.mean([colourfulness(a) for a in arrays])),
-                           "rms_contrast": float(np.mean([rms_contrast(a) for a in arrays]))}  # fmt: skip
+                           **looks(pixels.numpy())}  # fmt: skip
     for j in judges:
         probs = quality.probabilities(j.net, j.entry, pixels)
         ranks = [int((p > p[u]).sum()) + 1 for u, p in zip(classes, probs)]

@@ -5,6 +5,8 @@ benchmarks to compare renderers' pictures beside the judges' verdicts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 # Rec. 601 luma weights: the lightness a person sees in an sRGB pixel.
@@ -28,3 +30,10 @@ def rms_contrast(rgb: np.ndarray) -> float:
     [0, 0.5]: 0 for a flat image; photos are about 0.2-0.3."""
     lightness = rgb.astype(np.float64) @ LUMA / 255
     return float(lightness.std())
+
+
+def looks(images: Iterable[np.ndarray]) -> dict[str, float]:
+    """The mean colourfulness and RMS contrast of a set of (H, W, 3) uint8 images."""
+    listed = list(images)
+    return {"colourfulness": float(np.mean([colourfulness(a) for a in listed])),
+            "rms_contrast": float(np.mean([rms_contrast(a) for a in listed]))}  # fmt: skip
