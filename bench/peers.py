@@ -290,7 +290,7 @@ def render_peer(name: str, model: PixelsToLogits, classes: list[int], steps: int
     for unit in classes:
         png = args.out / name / f"{unit}.png"
         record = png.with_suffix(".json")  # the PNG's settings and seconds: --resume reuses a finished class
-        want = {"seed": args.seed, "steps": steps, "size": size, "threads": args.threads}
+        want = {"seed": args.render_seed, "steps": steps, "size": size, "threads": args.threads}
         old = json.loads(record.read_text()) if record.exists() and png.exists() else None
         if (args.resume or args.judge_only) and old and {k: old.get(k) for k in want} == want:
             s, cpu = float(old["seconds"]), old.get("cpu_seconds")
@@ -298,7 +298,7 @@ def render_peer(name: str, model: PixelsToLogits, classes: list[int], steps: int
         elif args.judge_only:
             continue
         else:
-            seed_all(args.seed * 1000 + unit)
+            seed_all(args.render_seed * 1000 + unit)
             c = time.process_time()  # CPU time of all its threads: steadier than the wall on a busy machine
             s = PEER_RUNS[name](model, unit, steps, size, png)
             cpu = time.process_time() - c
@@ -330,7 +330,7 @@ def startup_seconds() -> float:
 
 
 def render_dreamfarm(name: str, classes: list[int], args: argparse.Namespace, startup_s: float) -> dict[str, Any]:
-    fields = {"size": args.size, "seed": args.seed, "precision": args.precision}
+    fields = {"size": args.size, "seed": args.render_seed, "precision": args.precision}
     specs = [RenderSpec.model_validate({**s.model_dump(), **fields}) for s in _specs(name, classes, args.steps)]
     store = LocalStore(args.out / "store")
     t, c = time.perf_counter(), time.process_time()
@@ -541,6 +541,8 @@ def main() -> None:
     default_recipes = [n for n in recipes.PRESETS if n not in ("adversarial", "lecture", "tuned")]
     p.add_argument("--classes", type=int, default=16)
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="class sample and render seed")
+    p.add_argument("--render-seed", type=int, default=None,
+                   help="render seed alone (default: --seed): other draws of the same classes")  # fmt: skip
     p.add_argument("--steps", type=int, default=256)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--renderers", default="torch-dreams,lucent,horama,dreamfarm",
@@ -570,6 +572,7 @@ def main() -> None:
     p.add_argument("--from-json", type=Path, nargs="+", default=None,
                    help="render nothing: report (and merge) these runs' JSONs, their PNGs under --out")  # fmt: skip
     args = p.parse_args()
+    args.render_seed = args.seed if args.render_seed is None else args.render_seed
     torch.set_num_threads(args.threads)
     data = merged(args.from_json) if args.from_json else run(args)
     md = report(data)
@@ -591,6 +594,8 @@ def merged(paths: list[Path]) -> dict[str, Any]:
         more = json.loads(path.read_text())
         if more["classes"] != data["classes"] or more["steps"] != data["steps"]:
             raise SystemExit(f"{path}: other classes or steps than {paths[0]}")
+        if more.get("render_seed", more["seed"]) != data.get("render_seed", data["seed"]):
+            raise SystemExit(f"{path}: another render seed than {paths[0]} (bench/peers_seeds.py compares seeds)")
         data["renderers"].update(more["renderers"])
         data["command"] += f"`, then `{more['command']}"
         data["total_s"] += more["total_s"]
@@ -635,7 +640,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r["judged"] = judge(args.out / key, r["classes"], judges, args.size)
     data = {
         "device": machine(torch.device("cpu")), "torch": torch.__version__, "threads": args.threads,
-        "command": command_line(), "seed": args.seed, "classes": classes,
+        "command": command_line(), "seed": args.seed, "render_seed": args.render_seed, "classes": classes,
         "class_names": [entry.classes[u] for u in classes], "steps": args.steps, "size": args.size,
         "startup_s": round(startup_s, 2), "photos_hf_energy": photos_hf(args.size), "renderers": results,
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "total_s": time.perf_counter() - t0,

@@ -44,6 +44,8 @@ def add_render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decay", type=float, default=None, help="fourier/maco: spectrum falls off as 1/f^decay")
     p.add_argument("--resize", metavar="LOW,HIGH", default=None,
                    help="the network sees the image resized by a factor in [LOW, HIGH], one per step")  # fmt: skip
+    p.add_argument("--resize-axes", choices=("together", "apart"), default=None,
+                   help="apart: a resize factor for the height and one for the width (the aspect changes)")  # fmt: skip
     p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
                    help="rescale each image's gradient to at most this L2 norm each step (vivid: 1)")  # fmt: skip
     p.add_argument("--transform", action="append", metavar="NAME:AMOUNT",
@@ -72,7 +74,7 @@ def request_from_args(args: argparse.Namespace, init_image: str | None = None) -
         "title": getattr(args, "title", None), "samples": args.samples, "diversity": args.diversity,
         "diversity_layer": args.diversity_layer, "epsilon": args.epsilon, "stop_margin": args.stop_margin,
         "init_image": init_image, "direction": "min" if args.minimize else None,
-        "grad_clip": args.grad_clip,
+        "grad_clip": args.grad_clip, "resize_axes": args.resize_axes,
     }  # fmt: skip
     if args.position:
         fields["position"] = parse_position(args.position)

@@ -182,7 +182,9 @@ def _setup(
     # A vision transformer takes only some sides: the transforms sample their
     # view of the image at the nearest one (the view is the same, only denser).
     fit = side_rule(net)
-    transforms = RandomTransforms(spec0.transforms, seeds, spec0.size, fill=fill, resize=spec0.resize, fit=fit)
+    transforms = RandomTransforms(
+        spec0.transforms, seeds, spec0.size, fill=fill, resize=spec0.resize, fit=fit, resize_axes=spec0.resize_axes
+    )
     objective = Objective(specs, dev)
     probe = LayerProbe(net, objective.layers)
 

@@ -37,6 +37,7 @@ from service.spec import (
     ParamName,
     PriorName,
     PriorTerm,
+    ResizeAxes,
     TransformName,
     UnitKind,
 )
@@ -116,7 +117,8 @@ class TransformIn(BaseModel):
 
 # Fields a request may set to override its recipe's (None: the recipe's).
 RECIPE_FIELDS = ("prior", "steps", "lr", "init_scale", "precision", "param", "transforms", "direction", "samples",
-                 "diversity", "diversity_layer", "epsilon", "stop_margin", "resize", "grad_clip")  # fmt: skip
+                 "diversity", "diversity_layer", "epsilon", "stop_margin", "resize", "resize_axes",
+                 "grad_clip")  # fmt: skip
 
 
 class JobRequest(BaseModel):
@@ -158,6 +160,8 @@ class JobRequest(BaseModel):
     stop_margin: FiniteFloat | None = Field(None, ge=0, le=1e3)
     # [low, high]: the network sees the image resized by a factor in it, one per step.
     resize: list[FiniteFloat] | None = Field(None, min_length=2, max_length=2)
+    # "apart": a factor for the height and one for the width (the aspect changes).
+    resize_axes: ResizeAxes | None = None
     # Each image's gradient rescaled to at most this L2 norm before each step.
     grad_clip: FiniteFloat | None = Field(None, gt=0, le=1e6)
     random_weights: bool = False

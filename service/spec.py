@@ -25,6 +25,9 @@ TransformName = Literal["pad", "jitter", "scale", "rotate"]
 MagnitudeName = Literal["power_law", "imagenet"]
 TRANSFORM_NAMES: tuple[str, ...] = ("pad", "jitter", "scale", "rotate")
 Direction = Literal["max", "min"]
+# How `resize` treats the two axes: one factor for both (the aspect kept), or
+# a factor for each (the aspect changes per step, as torch-dreams resizes).
+ResizeAxes = Literal["together", "apart"]
 PriorName = Literal["edge_energy", "tv", "l2", "none"]
 PRIOR_NAMES: tuple[str, ...] = ("edge_energy", "tv", "l2", "none")
 UnitKind = Literal["logit", "channel", "neuron"]
@@ -127,6 +130,7 @@ class Recipe(BaseModel):
     # by a factor in [low, high], the same for every image of the batch: a
     # function of the step only (`resize_factor`), so batch independence holds.
     resize: tuple[FiniteFloat, FiniteFloat] | None = None
+    resize_axes: ResizeAxes = "together"
     # Each image's gradient rescaled to at most this L2 norm before Adam's
     # step (torch-dreams clips its one image's at 1): per image, so batch
     # independence holds; it evens out how much each step weighs in Adam's moments.
@@ -141,6 +145,8 @@ class Recipe(BaseModel):
         if (seen := transformed_size(self.transforms, self.size)) < MIN_SEEN:
             raise ValueError(f"the transforms leave a {seen}-pixel image of a {self.size}-pixel one: "
                              f"at least {MIN_SEEN} pixels must reach the network")  # fmt: skip
+        if self.resize_axes != "together" and self.resize is None:
+            raise ValueError("resize_axes says how resize treats height and width: it needs resize")
         if self.resize is not None:
             low, high = self.resize
             if not 0 < low <= high <= MAX_RESIZE:
@@ -308,12 +314,16 @@ def transformed_size(transforms: Sequence[Transform], size: int) -> int:
     return size
 
 
-def resize_factor(resize: tuple[float, float], step: int) -> float:
+def resize_factor(resize: tuple[float, float], step: int, axis: int = 0) -> float:
     """The `resize` factor of `step`: one of RESIZE_LEVELS evenly spaced levels
     of [low, high], visited in a low-discrepancy order (the golden ratio's
-    multiples), so every stretch of steps sees the whole range."""
+    multiples), so every stretch of steps sees the whole range. `axis` 1 (the
+    width, with `resize_axes` "apart") walks the multiples of √2 - 1 instead:
+    with 1 and the golden ratio rationally independent, the pairs of factors
+    cover the square of (height, width) evenly too."""
     low, high = resize
-    level = math.floor(((step * 0.6180339887498949) % 1.0) * RESIZE_LEVELS)
+    rate = 0.6180339887498949 if axis == 0 else 0.41421356237309515
+    level = math.floor(((step * rate) % 1.0) * RESIZE_LEVELS)
     return low + (high - low) * level / (RESIZE_LEVELS - 1)
 
 
@@ -322,7 +332,7 @@ def resized_side(side: int, factor: float) -> int:
 
 
 LATER_FIELDS = ("param", "transforms", "direction", "samples", "diversity", "diversity_layer", "epsilon",
-                "stop_margin", "sample", "init_image", "resize", "grad_clip",
+                "stop_margin", "sample", "init_image", "resize", "resize_axes", "grad_clip",
                 "weights_sha256")  # fmt: skip
 # Fields of `param` added later, left out of the key at their default (so the
 # renders of the recipes made before them keep their keys).

@@ -29,30 +29,41 @@ def output_size(steps: Sequence[Transform], size: int) -> int:
 class RandomTransforms:
     def __init__(
         self, steps: Sequence[Transform], seeds: Sequence[int], size: int, fill: float,
-        resize: tuple[float, float] | None = None, fit: SideRule = any_side,
+        resize: tuple[float, float] | None = None, fit: SideRule = any_side, resize_axes: str = "together",
     ) -> None:  # fmt: skip
         self.steps = list(steps)
         self.size = size
         self.out_size = output_size(self.steps, size)
         self.fill = fill
         self.resize = resize
+        self.apart = resize_axes == "apart"
         self.fit = fit
         self.generators = [torch.Generator().manual_seed(s) for s in seeds]
 
     def side(self, step: int) -> int:
-        """The side of the image the network sees at `step`: the same for
-        every image of the batch, a function of the recipe and the step only."""
+        """The side of the image the network sees at `step` (its height where
+        the axes are resized apart): the same for every image of the batch, a
+        function of the recipe and the step only."""
+        return self.shape(step)[0]
+
+    def shape(self, step: int) -> tuple[int, int]:
+        """(height, width) the network sees at `step`, a function of the step only."""
         if self.resize is None:
-            return self.fit(self.out_size)
-        return self.fit(resized_side(self.out_size, resize_factor(self.resize, step)))
+            side = self.fit(self.out_size)
+            return side, side
+        height = self.fit(resized_side(self.out_size, resize_factor(self.resize, step)))
+        if not self.apart:
+            return height, height
+        return height, self.fit(resized_side(self.out_size, resize_factor(self.resize, step, axis=1)))
 
     def __call__(self, x: torch.Tensor, step: int = 0) -> torch.Tensor:
         if not self.steps and self.resize is None:
             return x
         theta = torch.stack([self._theta(g) for g in self.generators]).to(device=x.device, dtype=x.dtype)
-        # The same view of the canvas, sampled on a grid of `side` pixels: a resize.
-        side = self.side(step)
-        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], side, side], align_corners=False)
+        # The same view of the canvas, sampled on a grid of height × width
+        # pixels: a resize (stretched where the two differ).
+        height, width = self.shape(step)
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], height, width], align_corners=False)
         # Outside the image is the fill: sample (x - fill) with zero padding.
         out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out + self.fill

@@ -44,6 +44,9 @@ def moves(fields: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]], 
     for term in fields.get("prior", []):
         for f in PRIOR_SCALES:
             out.append((f"{term['name']} weight x{f:g}", _prior(term["name"], f)))
+    if fields.get("resize") is not None:
+        other = "together" if fields.get("resize_axes", "together") == "apart" else "apart"
+        out.append((f"resize axes {other}", _resize_axes(other)))
     return out
 
 
@@ -82,6 +85,13 @@ def _prior(name: str, f: float) -> Callable[[dict[str, Any]], dict[str, Any] | N
     def move(fields: dict[str, Any]) -> dict[str, Any] | None:
         terms = [{**t, "weight": _round(float(t["weight"]) * f)} if t["name"] == name else t for t in fields["prior"]]
         return {**fields, "prior": terms}
+
+    return move
+
+
+def _resize_axes(value: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    def move(fields: dict[str, Any]) -> dict[str, Any] | None:
+        return {**fields, "resize_axes": value}
 
     return move
 

@@ -15,6 +15,7 @@ from PIL import Image
 from skimage import data as samples
 
 from service import engine, recipes
+from service.errors import DreamfarmError
 from service.images import decode_image, square_pixels
 from service.request import RecipeName
 from service.spec import RESIZE_LEVELS, RenderSpec
@@ -111,6 +112,31 @@ def test_resize_is_a_function_of_the_step_only() -> None:
     assert (plain - expected).abs().max().item() < 1e-12
 
 
+def test_resize_apart_stretches_each_axis_by_its_own_factor() -> None:
+    """`resize_axes` "apart": height and width each take their own factor of
+    the step (the same for every image of a batch), every pair of levels
+    comes up, and the image is stretched to that shape."""
+    steps = recipes.recipe("vivid").transforms
+    a = RandomTransforms(steps, [1, 2], 64, fill=0.5, resize=(0.5, 1.2), resize_axes="apart")
+    b = RandomTransforms(steps, [3], 64, fill=0.5, resize=(0.5, 1.2), resize_axes="apart")
+    shapes = [a.shape(step) for step in range(256)]
+    assert shapes == [b.shape(step) for step in range(256)]
+    assert len(set(shapes)) == RESIZE_LEVELS**2
+    assert [h for h, _ in shapes] == [RandomTransforms(steps, [1], 64, 0.5, (0.5, 1.2)).side(s) for s in range(256)]
+    x = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    plain = RandomTransforms([], [1], 64, fill=0.5, resize=(0.5, 1.2), resize_axes="apart")
+    h, w = plain.shape(1)
+    assert h != w
+    expected = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    assert (plain(x, 1) - expected).abs().max().item() < 1e-12
+    vivid = specs([258], "vivid")[0]
+    apart = vivid.model_copy(update={"resize_axes": "apart"})
+    assert "resize_axes" not in vivid.content() and apart.content()["resize_axes"] == "apart"
+    assert apart.key() != vivid.key() and apart.batch_key() != vivid.batch_key()
+    with pytest.raises(DreamfarmError, match="needs resize"):
+        recipes.recipe("lucid", {"resize_axes": "apart"})
+
+
 def test_the_new_fields_change_the_key_only_when_set() -> None:
     """`resize` and `param.flat_below` are left out of the key at their
     defaults: the renders made before them keep their keys."""
@@ -148,8 +174,6 @@ def test_grad_clip_rescales_each_image_alone() -> None:
 
 
 def test_resize_is_validated() -> None:
-    from service.errors import DreamfarmError
-
     with pytest.raises(DreamfarmError, match="resize is"):
         recipes.recipe("vivid", {"resize": (1.2, 0.5)})
     with pytest.raises(DreamfarmError, match="at least 8 pixels"):
@@ -190,8 +214,6 @@ def test_adversarial_png_fools_the_network_within_epsilon(lite0: nn.Module, epsi
 
 
 def test_inconsistent_recipe_overrides_are_one_line_errors() -> None:
-    from service.errors import DreamfarmError
-
     with pytest.raises(DreamfarmError, match="epsilon bounds a perturbation"):
         recipes.recipe("lucid", {"epsilon": 0.1})
     with pytest.raises(DreamfarmError, match="unknown recipe 'deepdream'; valid recipes: lecture, lucid"):

@@ -33,7 +33,7 @@ def test_equal_specs_have_equal_keys() -> None:
         {"direction": "min"}, {"samples": 2}, {"samples": 2, "diversity": 1.0}, {"samples": 2, "sample": 1},
         {"diversity_layer": "features.3"}, IMAGE, {**IMAGE, "epsilon": 0.03}, {"stop_margin": 1.0},
         {"weights_sha256": "c" * 64}, {"resize": (0.5, 1.2)}, {"param": Param(flat_below=4.0)},
-        {"grad_clip": 1.0},
+        {"grad_clip": 1.0}, {"resize": (0.5, 1.2), "resize_axes": "apart"},
     ],
 )  # fmt: skip
 def test_any_field_change_changes_the_key(change: dict[str, object]) -> None:
@@ -45,7 +45,7 @@ def test_every_field_is_covered_by_the_change_list() -> None:
     covered = {"model", "layer", "kind", "unit", "seed", "steps", "lr", "size", "init_scale", "precision",
                "random_weights", "engine_version", "prior", "position", "param", "transforms", "direction",
                "samples", "diversity", "diversity_layer", "epsilon", "stop_margin", "sample", "init_image",
-               "weights_sha256", "resize", "grad_clip"}  # fmt: skip
+               "weights_sha256", "resize", "resize_axes", "grad_clip"}  # fmt: skip
     assert set(RenderSpec.model_fields) == covered
 
 

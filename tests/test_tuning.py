@@ -54,8 +54,11 @@ def _renderer_for(archs: Architectures) -> Any:
 
 
 def test_every_move_gives_a_valid_distinct_recipe() -> None:
-    for name in ("lecture", "lucid", "maco"):
+    for name in ("lecture", "lucid", "maco", "vivid"):
         fields = tuning.recipe_fields(recipes.recipe(name))
+        labels = [label for label, _ in tuning.moves(fields)]
+        # The resize's axes are a move only where the recipe resizes.
+        assert any(label.startswith("resize axes") for label in labels) == (fields.get("resize") is not None)
         valid = 0
         for label, move in tuning.moves(fields):
             changed = move(fields)
