@@ -103,7 +103,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     if args.write:
-        write_section(args.write, args.section, md)
+        write_section(args.write, args.section, md + "\n")
 
 
 if __name__ == "__main__":
