@@ -87,7 +87,23 @@ def report(data: dict[str, Any]) -> str:
         *rows,
         "",
         "Lowest Lite2 p(true) of any draw: " + "; ".join(worst) + ".",
+        "",
+        *per_class(data),
     ])  # fmt: skip
+
+
+def per_class(data: dict[str, Any]) -> list[str]:
+    """Lite2's mean p(true) of each class over the seeds each renderer drew:
+    where a gap between renderers comes from."""
+    names = list(data["renderers"])
+    head = " | ".join(f"{data['labels'][n]} ({len(data['renderers'][n])} seeds)" for n in names)
+    rows = []
+    for unit, label in zip(data["classes"], data["class_names"]):
+        means = [statistics.mean(v["efficientnet_lite2"]["p"][str(unit)] for v in data["renderers"][n].values())
+                 for n in names]  # fmt: skip
+        rows.append(f"| {unit} {label} | " + " | ".join(f"{m:.2f}" for m in means) + " |")
+    return ["Lite2 mean p(true) per class, over the seeds each renderer drew:", "",
+            f"| class | {head} |", "|---|" + "---:|" * len(names), *rows]  # fmt: skip
 
 
 def main() -> None:
