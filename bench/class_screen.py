@@ -58,14 +58,15 @@ def main() -> None:
         raise SystemExit(f"not tuning classes: {sorted(stray)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     registry = Registry()
-    renderer = Renderer(registry.get(MODEL), device=torch.device("cpu"))
     judges = load_judges(registry, JUDGES, WeightsConfig(), torch.device("cpu"))
     draws = [(u, s) for u in units for s in seeds]
     if args.torch_dreams:
         t = time.perf_counter()
         print(f"torch-dreams: {summary(torch_dreams(registry, draws, args), draws, judges)}; "
               f"{time.perf_counter() - t:.0f}s", flush=True)  # fmt: skip
+    renderer = Renderer(registry.get(MODEL), device=torch.device("cpu")) if args.variant else None
     for item in args.variant:
+        assert renderer is not None
         name, _, text = item.partition("=")
         recipe = recipes.recipe(args.base, {**json.loads(text or "{}"), "steps": args.steps, "precision": "float32"})
         specs = [RenderSpec(model=MODEL, layer="_fc", kind="logit", unit=u, seed=s, **recipe.model_dump())
@@ -97,12 +98,13 @@ def torch_dreams(registry: Registry, draws: list[tuple[int, int]], args: argpars
     peers.use_peers()
     entry = registry.get(MODEL)
     model = peers.PixelsToLogits(load_network(entry, device="cpu"), entry.preprocessing)
+    size = recipes.recipe(args.base).size  # the side the variants render at
     shown = []
     for unit, seed in draws:
-        png = args.out / "torch-dreams" / f"{unit}_{seed}_{args.steps}.png"
+        png = args.out / "torch-dreams" / f"{unit}_{seed}_{args.steps}_{size}.png"
         if not png.exists():
             peers.seed_all(seed * 1000 + unit)
-            peers.run_torch_dreams(model, unit, args.steps, 224, png)
+            peers.run_torch_dreams(model, unit, args.steps, size, png)
         shown.append(torch.from_numpy(np.asarray(read_png(png.read_bytes()), dtype=np.uint8).copy()))
     return torch.stack(shown)
 
